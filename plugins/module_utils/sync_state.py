@@ -1,0 +1,120 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, migratekit.migration contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Durable per-VM, per-disk sync state.
+
+One JSON file per VM (see docs/contracts.md). A disk's entry changes only
+through :func:`commit_disk`, which is called after that disk's target was
+flushed; the file is replaced atomically (temp file, fsync, rename, fsync of
+the directory) under an exclusive lock, so concurrent commits of different
+disks of one VM never lose each other's entries and a kill at any moment
+leaves either the old or the new file.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import datetime
+import errno
+import fcntl
+import json
+import os
+import tempfile
+
+STATE_VERSION = 1
+
+
+class SyncStateError(Exception):
+    """The state file cannot be read or written; the message names the file."""
+
+
+def empty_state(vm_uuid=None):
+    return {'version': STATE_VERSION, 'vm_uuid': vm_uuid, 'disks': {}}
+
+
+def load(path):
+    """Return the state in ``path``, or an empty state if the file does not exist."""
+    try:
+        with open(path) as handle:
+            state = json.load(handle)
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            return empty_state()
+        raise SyncStateError('cannot read sync state file %s: %s' % (path, exc))
+    except ValueError as exc:
+        raise SyncStateError('sync state file %s is not valid JSON: %s' % (path, exc))
+    if not isinstance(state, dict) or not isinstance(state.get('disks', {}), dict):
+        raise SyncStateError('sync state file %s: expected a JSON object with a "disks" object' % path)
+    state.setdefault('version', STATE_VERSION)
+    state.setdefault('vm_uuid', None)
+    state.setdefault('disks', {})
+    return state
+
+
+def disk_entry(state, disk_key):
+    """Return the entry of one disk (by device key) or None."""
+    return state['disks'].get(str(disk_key))
+
+
+def commit_disk(path, vm_uuid, disk_key, change_id, capacity_bytes, target, now=None):
+    """Record ``change_id`` as the synced point of one disk; return the new entry.
+
+    Raises SyncStateError when the file belongs to another VM: committing
+    there would make a later cycle copy only another VM's changes.
+    """
+    if not change_id:
+        raise SyncStateError('refusing to commit an empty change_id for disk %s in %s' % (disk_key, path))
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o700)
+        lock_fd = os.open(path + '.lock', os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise SyncStateError('cannot create sync state file %s: %s' % (path, exc))
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        state = load(path)
+        if state.get('vm_uuid') and vm_uuid and state['vm_uuid'] != vm_uuid:
+            raise SyncStateError('sync state file %s belongs to VM %s, not %s'
+                                 % (path, state['vm_uuid'], vm_uuid))
+        if vm_uuid:
+            state['vm_uuid'] = vm_uuid
+        entry = {
+            'change_id': change_id,
+            'capacity_bytes': int(capacity_bytes),
+            'target': target,
+            'synced_at': (now or datetime.datetime.utcnow()).strftime('%Y-%m-%dT%H:%M:%SZ'),
+        }
+        state['disks'][str(disk_key)] = entry
+        write_atomic(path, state)
+        return entry
+    finally:
+        os.close(lock_fd)
+
+
+def write_atomic(path, data):
+    """Replace ``path`` by ``data`` as JSON: temp file, fsync, rename, fsync dir."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
+    except OSError as exc:
+        raise SyncStateError('cannot write sync state file %s: %s' % (path, exc))
+    try:
+        with os.fdopen(fd, 'w') as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write('\n')
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_path, 0o600)
+        os.rename(tmp_path, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except (IOError, OSError) as exc:
+        try:
+            os.unlink(tmp_path)
+        except OSError:
+            pass
+        raise SyncStateError('cannot write sync state file %s: %s' % (path, exc))
