@@ -1,0 +1,37 @@
+# Two commands on a fresh Debian 12 machine (as root): `make demo` and `make test`.
+# Both run `make setup` first, which is idempotent.
+.PHONY: setup test sanity units integration demo bench lab-build changelog build clean
+
+setup:
+	scripts/setup.sh
+
+test: setup
+	scripts/test.sh
+
+sanity: setup
+	scripts/sanity.sh
+
+units: setup
+	.venv/bin/python -m pytest tests/unit
+
+integration: setup
+	.venv/bin/python -m pytest tests/integration
+
+demo: setup
+	scripts/demo.sh
+
+bench: setup
+	.venv/bin/python benchmarks/copy_bench.py --mode full --size 4G
+	.venv/bin/python benchmarks/copy_bench.py --mode incremental --size 4G --changed-percent 2
+
+lab-build:
+	tests/lab/build.sh
+
+changelog: setup
+	.venv/bin/antsibull-changelog lint
+
+build: setup
+	.venv/bin/ansible-galaxy collection build --force --output-path build/
+
+clean:
+	rm -rf build tests/output tests/lab/bin
