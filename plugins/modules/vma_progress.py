@@ -1,0 +1,215 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, migratekit.migration contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: vma_progress
+short_description: Post a migration progress update to the migration appliance (VMA)
+description:
+  - Posts one progress update (stage, status, byte counts, percent, throughput) for a job to the
+    VMA's progress API (C(POST {vma_url}/api/v1/progress/{job_id}/update)).
+  - The VMA creates the job on its first update.
+  - Reporting is best effort by default; a VMA that cannot be reached or answers an error gives a
+    warning, not a failure, unless O(required=true).
+  - The copy module reports progress during a copy by itself; this module is for the transitions
+    around it (Discover, Complete, Failed).
+author:
+  - migratekit.migration contributors
+extends_documentation_fragment:
+  - migratekit.migration.vma
+  - migratekit.migration.vma.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - In check mode nothing is posted; the result shows the update that would be sent.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details:
+      - Every run posts the update again and reports C(changed=true).
+options:
+  stage:
+    description:
+      - Stage of the migration the update is about.
+    type: str
+    required: true
+    choices: [Discover, Transfer, Complete]
+  status:
+    description:
+      - Status within the stage.
+    type: str
+    required: true
+    choices: [Queued, Running, Completed, Failed]
+  disk_id:
+    description:
+      - The disk the update is about, for example V(disk-2000) (the vSphere device key).
+      - A bare device key such as V(2000) is sent as V(disk-2000).
+      - Omit it for an update about the whole job.
+    type: str
+  bytes_transferred:
+    description:
+      - Bytes copied so far. A non-negative integer.
+    type: int
+  total_bytes:
+    description:
+      - Bytes to copy in total. A non-negative integer.
+    type: int
+  percent:
+    description:
+      - Progress in percent, from V(0) to V(100).
+      - If omitted and both O(bytes_transferred) and O(total_bytes) are given (and O(total_bytes) is
+        not zero), it is computed from them.
+    type: float
+  throughput_bps:
+    description:
+      - Throughput in bytes per second, counting bytes actually moved (not holes skipped).
+    type: int
+  sync_type:
+    description:
+      - Whether the cycle is a full or an incremental copy.
+    type: str
+    choices: [full, incremental]
+  message:
+    description:
+      - A human readable message, typically the reason of a failure (O(status=Failed)).
+      - Cut to 1024 characters.
+    type: str
+  required:
+    description:
+      - If V(false), a VMA that cannot be reached or answers an error results in a warning and
+        C(posted=false); the task does not fail.
+      - If V(true), the task fails in that case.
+      - Invalid arguments fail the task either way.
+    type: bool
+    default: false
+notes:
+  - Requests time out after 3 seconds (connect) and 5 seconds (answer); an update that gets no
+    answer or a 429/5xx answer is tried up to 3 times in all.
+  - See the collection's C(docs/vma-progress-api.md) for the API.
+requirements:
+  - requests
+seealso:
+  - module: migratekit.migration.vma_progress_info
+'''
+
+EXAMPLES = r'''
+- name: Report that discovery has started
+  migratekit.migration.vma_progress:
+    vma_url: https://vma.example.com:8081
+    job_id: "{{ migration_job_id }}"
+    token: "{{ vma_token }}"
+    stage: Discover
+    status: Running
+
+- name: Report the end of a disk's incremental sync (job id from MIGRATEKIT_PROGRESS_JOB_ID)
+  migratekit.migration.vma_progress:
+    vma_url: "{{ vma_url }}"
+    stage: Complete
+    status: Completed
+    disk_id: disk-2000
+    sync_type: incremental
+    bytes_transferred: 131072
+    total_bytes: 131072
+
+- name: Report a failure, and fail if the VMA does not get it
+  migratekit.migration.vma_progress:
+    vma_url: "{{ vma_url }}"
+    job_id: "{{ migration_job_id }}"
+    stage: Transfer
+    status: Failed
+    message: "{{ ansible_failed_result.msg | default('copy failed') }}"
+    required: true
+'''
+
+RETURN = r'''
+posted:
+  description: Whether the VMA accepted the update.
+  returned: always
+  type: bool
+  sample: true
+url:
+  description: The URL the update is posted to (job id percent-quoted, without credentials).
+  returned: always
+  type: str
+  sample: https://vma.example.com:8081/api/v1/progress/job-42/update
+job_id:
+  description: The job id used (from O(job_id) or E(MIGRATEKIT_PROGRESS_JOB_ID)).
+  returned: always
+  type: str
+  sample: job-42
+update:
+  description: The JSON body posted (or, in check mode or on a best-effort failure, that would have been posted).
+  returned: always
+  type: dict
+  sample:
+    stage: Complete
+    status: Completed
+    disk_id: disk-2000
+    sync_type: incremental
+    bytes_transferred: 131072
+    total_bytes: 131072
+    percent: 100.0
+response:
+  description: The VMA's JSON answer.
+  returned: when posted
+  type: dict
+  sample:
+    status: success
+    job_id: job-42
+error:
+  description: Why the update was not posted, when O(required=false) and the VMA could not be reached or answered an error.
+  returned: when the VMA failed and O(required=false)
+  type: str
+  sample: "Cannot post the progress update for job 'job-42' at https://vma.example.com:8081/api/v1/progress/job-42/update: HTTP 503"
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.migratekit.migration.plugins.module_utils.vma import (
+    HAS_REQUESTS,
+    REQUESTS_IMPORT_ERROR,
+    STAGES,
+    STATUSES,
+    SYNC_TYPES,
+    VmaError,
+    error_message,
+    post_progress,
+    vma_argument_spec,
+)
+
+
+def main():
+    argument_spec = vma_argument_spec()
+    argument_spec.update(
+        stage=dict(type='str', required=True, choices=list(STAGES)),
+        status=dict(type='str', required=True, choices=list(STATUSES)),
+        disk_id=dict(type='str'),
+        bytes_transferred=dict(type='int'),
+        total_bytes=dict(type='int'),
+        percent=dict(type='float'),
+        throughput_bps=dict(type='int'),
+        sync_type=dict(type='str', choices=list(SYNC_TYPES)),
+        message=dict(type='str'),
+        required=dict(type='bool', default=False),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
+
+    try:
+        result = post_progress(module.params, check_mode=module.check_mode)
+    except VmaError as exc:
+        module.fail_json(msg=error_message('post a progress update to the VMA', exc, module.params['job_id']))
+    for warning in result.pop('warnings'):
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,121 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, migratekit.migration contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: vma_progress_info
+short_description: Read a migration job's progress from the migration appliance (VMA)
+description:
+  - Reads the aggregated progress of a job from the VMA's progress API
+    (C(GET {vma_url}/api/v1/progress/{job_id})), for playbooks that display it or wait on it.
+  - A job the VMA does not know is not an error; the result has RV(found=false).
+author:
+  - migratekit.migration contributors
+extends_documentation_fragment:
+  - migratekit.migration.vma
+  - migratekit.migration.vma.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - This module only reads; it runs normally in check mode.
+  diff_mode:
+    support: N/A
+    details:
+      - This module does not change anything.
+  idempotent:
+    support: full
+options: {}
+notes:
+  - Requests time out after 3 seconds (connect) and 5 seconds (answer); a request that gets no
+    answer or a 429/5xx answer is tried up to 3 times in all.
+  - See the collection's C(docs/vma-progress-api.md) for the API.
+requirements:
+  - requests
+seealso:
+  - module: migratekit.migration.vma_progress
+'''
+
+EXAMPLES = r'''
+- name: Show a job's progress
+  migratekit.migration.vma_progress_info:
+    vma_url: https://vma.example.com:8081
+    job_id: job-42
+  register: job
+
+- name: Print it
+  ansible.builtin.debug:
+    msg: "{{ job.progress.percentage | default('?') }} % ({{ job.progress.status | default('unknown') }})"
+  when: job.found
+
+- name: Wait until the VMA has the job, up to 5 minutes (job id from MIGRATEKIT_PROGRESS_JOB_ID)
+  migratekit.migration.vma_progress_info:
+    vma_url: "{{ vma_url }}"
+  register: job
+  until: job.found
+  retries: 60
+  delay: 5
+'''
+
+RETURN = r'''
+found:
+  description: Whether the VMA knows the job (false when it answered 404).
+  returned: always
+  type: bool
+  sample: true
+progress:
+  description:
+    - The job's aggregated progress as the VMA returns it (its fields depend on the VMA version);
+      empty when RV(found=false).
+  returned: always
+  type: dict
+  sample:
+    job_id: job-42
+    status: Running
+    sync_type: incremental
+    phase: Transfer
+    percentage: 42.5
+    bytes_transferred: 28521267
+    total_bytes: 67108864
+url:
+  description: The URL read (job id percent-quoted, without credentials).
+  returned: always
+  type: str
+  sample: https://vma.example.com:8081/api/v1/progress/job-42
+job_id:
+  description: The job id used (from O(job_id) or E(MIGRATEKIT_PROGRESS_JOB_ID)).
+  returned: always
+  type: str
+  sample: job-42
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.migratekit.migration.plugins.module_utils.vma import (
+    HAS_REQUESTS,
+    REQUESTS_IMPORT_ERROR,
+    VmaError,
+    error_message,
+    read_progress,
+    vma_argument_spec,
+)
+
+
+def main():
+    module = AnsibleModule(argument_spec=vma_argument_spec(), supports_check_mode=True)
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
+
+    try:
+        result = read_progress(module.params)
+    except VmaError as exc:
+        module.fail_json(msg=error_message('read the progress from the VMA', exc, module.params['job_id']))
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
