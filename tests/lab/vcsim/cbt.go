@@ -1,0 +1,930 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/google/uuid"
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// extent is a half-open byte range [start, end).
+type extent struct{ start, end int64 }
+
+// journalEntry records a guest write: epoch is the sequence number of the
+// first snapshot that contains it (current sequence + 1 at write time).
+type journalEntry struct {
+	epoch int64
+	extent
+}
+
+// diskState is the CBT state of one live virtual disk.
+type diskState struct {
+	vm        types.ManagedObjectReference
+	vmName    string
+	key       int32
+	label     string
+	datastore string // datastore name, e.g. LocalDS_0
+	relPath   string // path inside the datastore, e.g. VM0/disk-2000.img
+	image     string // absolute path of the live image
+	capacity  int64
+	cbtUUID   string // "" while CBT is off
+	seq       int64
+	journal   []journalEntry
+}
+
+func (d *diskState) backingFile() string { return fmt.Sprintf("[%s] %s", d.datastore, d.relPath) }
+
+func (d *diskState) changeID() string {
+	if d.cbtUUID == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s/%d", d.cbtUUID, d.seq)
+}
+
+// snapDisk is the frozen state of one disk in one snapshot.
+type snapDisk struct {
+	key      int32
+	frozen   string // absolute path of the frozen image
+	dsPath   string // "[LocalDS_0] VM0/VM0-2000-snap-3.img"
+	capacity int64
+	cbtUUID  string // "" when CBT was off at snapshot time
+	seq      int64
+}
+
+type snapState struct {
+	vm    types.ManagedObjectReference
+	disks map[int32]*snapDisk
+}
+
+type vmInfo struct {
+	ref          types.ManagedObjectReference
+	name         string
+	path         string
+	uuid         string
+	instanceUUID string
+	datacenter   string
+	cbt          bool
+	disks        []*diskState
+}
+
+// lab holds all CBT state. Lock order: simulator VM lock -> lab.mu.
+type lab struct {
+	cfg          *config
+	controlToken string
+	self         types.ManagedObjectReference
+
+	mu          sync.Mutex
+	vms         map[types.ManagedObjectReference]*vmInfo
+	vmByName    map[string]*vmInfo
+	snaps       map[types.ManagedObjectReference]*snapState
+	snapCounter int
+	datastores  map[string]string
+}
+
+func newLab(cfg *config, token string) *lab {
+	return &lab{
+		cfg:          cfg,
+		controlToken: token,
+		self:         types.ManagedObjectReference{Type: "MigratekitLabCBT", Value: "migratekit-lab-cbt"},
+		vms:          map[types.ManagedObjectReference]*vmInfo{},
+		vmByName:     map[string]*vmInfo{},
+		snaps:        map[types.ManagedObjectReference]*snapState{},
+		datastores:   map[string]string{},
+	}
+}
+
+func newCBTUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	b[0] = 0x52
+	parts := make([]string, 16)
+	for i := range b {
+		parts[i] = fmt.Sprintf("%02x", b[i])
+	}
+	return strings.Join(parts[:8], " ") + "-" + strings.Join(parts[8:], " ")
+}
+
+// ---------------------------------------------------------------- VMs
+
+func (l *lab) createVMs(ctx context.Context, u *url.URL) error {
+	c, err := govmomi.NewClient(ctx, u, true)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.Logout(ctx) }()
+
+	finder := find.NewFinder(c.Client, true)
+	dc, err := finder.Datacenter(ctx, "DC0")
+	if err != nil {
+		return err
+	}
+	finder.SetDatacenter(dc)
+	folders, err := dc.Folders(ctx)
+	if err != nil {
+		return err
+	}
+	pool, err := finder.ResourcePool(ctx, "/DC0/host/DC0_C0/Resources")
+	if err != nil {
+		return err
+	}
+	dsObj, err := finder.Datastore(ctx, "LocalDS_0")
+	if err != nil {
+		return err
+	}
+	ds := simulator.Map.Get(dsObj.Reference()).(*simulator.Datastore)
+	dsName := ds.Name
+	dsDir := ds.Info.GetDatastoreInfo().Url
+	l.mu.Lock()
+	for _, obj := range simulator.Map.All("Datastore") {
+		d := obj.(*simulator.Datastore)
+		l.datastores[d.Name] = d.Info.GetDatastoreInfo().Url
+	}
+	l.mu.Unlock()
+
+	for i := 0; i < l.cfg.VMs; i++ {
+		name := fmt.Sprintf("VM%d", i)
+		scsi := &types.ParaVirtualSCSIController{
+			VirtualSCSIController: types.VirtualSCSIController{
+				SharedBus: types.VirtualSCSISharingNoSharing,
+				VirtualController: types.VirtualController{
+					BusNumber:     0,
+					VirtualDevice: types.VirtualDevice{Key: 1000},
+				},
+			},
+		}
+		spec := types.VirtualMachineConfigSpec{
+			Name:         name,
+			GuestId:      string(types.VirtualMachineGuestOsIdentifierOtherGuest64),
+			NumCPUs:      1,
+			MemoryMB:     64,
+			Uuid:         uuid.New().String(),
+			InstanceUuid: uuid.New().String(),
+			Files:        &types.VirtualMachineFileInfo{VmPathName: "[" + dsName + "]"},
+			DeviceChange: []types.BaseVirtualDeviceConfigSpec{
+				&types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: scsi},
+			},
+		}
+		task, err := folders.VmFolder.CreateVM(ctx, spec, pool, nil)
+		if err != nil {
+			return err
+		}
+		info, err := task.WaitForResult(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("CreateVM %s: %s", name, err)
+		}
+		ref := info.Result.(types.ManagedObjectReference)
+		simVM := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+
+		var vmx object.DatastorePath
+		vmx.FromString(simVM.Config.Files.VmPathName)
+		vmDir := path.Dir(vmx.Path) // "VM0"
+
+		vi := &vmInfo{
+			ref:          ref,
+			name:         name,
+			path:         "/DC0/vm/" + name,
+			uuid:         simVM.Config.Uuid,
+			instanceUUID: simVM.Config.InstanceUuid,
+			datacenter:   "DC0",
+		}
+
+		var changes []types.BaseVirtualDeviceConfigSpec
+		unit := int32(0)
+		for j := 0; j < l.cfg.Disks; j++ {
+			if unit == 7 { // reserved for the SCSI controller itself
+				unit++
+			}
+			key := int32(2000 + j)
+			rel := path.Join(vmDir, fmt.Sprintf("disk-%d.img", key))
+			image := filepath.Join(dsDir, rel)
+			f, err := os.OpenFile(image, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0600)
+			if err != nil {
+				return err
+			}
+			if err := f.Truncate(l.cfg.DiskSize); err != nil {
+				f.Close()
+				return err
+			}
+			f.Close()
+			u := unit
+			label := fmt.Sprintf("Hard disk %d", j+1)
+			disk := &types.VirtualDisk{
+				VirtualDevice: types.VirtualDevice{
+					Key:           key,
+					ControllerKey: 1000,
+					UnitNumber:    &u,
+					DeviceInfo: &types.Description{
+						Label:   label,
+						Summary: fmt.Sprintf("%d KB", l.cfg.DiskSize/1024),
+					},
+					Backing: &types.VirtualDiskFlatVer2BackingInfo{
+						VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{
+							FileName: fmt.Sprintf("[%s] %s", dsName, rel),
+						},
+						DiskMode:        string(types.VirtualDiskModePersistent),
+						ThinProvisioned: types.NewBool(true),
+					},
+				},
+				CapacityInKB:    l.cfg.DiskSize / 1024,
+				CapacityInBytes: l.cfg.DiskSize,
+			}
+			// FileOperation "" attaches the existing image file.
+			changes = append(changes, &types.VirtualDeviceConfigSpec{
+				Operation: types.VirtualDeviceConfigSpecOperationAdd,
+				Device:    disk,
+			})
+			vi.disks = append(vi.disks, &diskState{
+				vm:        ref,
+				vmName:    name,
+				key:       key,
+				label:     label,
+				datastore: dsName,
+				relPath:   rel,
+				image:     image,
+				capacity:  l.cfg.DiskSize,
+			})
+			unit++
+		}
+
+		l.mu.Lock()
+		l.vms[ref] = vi
+		l.vmByName[name] = vi
+		l.mu.Unlock()
+
+		vm := object.NewVirtualMachine(c.Client, ref)
+		task, err = vm.Reconfigure(ctx, types.VirtualMachineConfigSpec{DeviceChange: changes})
+		if err != nil {
+			return err
+		}
+		if err := task.Wait(ctx); err != nil {
+			return fmt.Errorf("adding disks to %s: %s", name, err)
+		}
+		task, err = vm.PowerOn(ctx)
+		if err != nil {
+			return err
+		}
+		if err := task.Wait(ctx); err != nil {
+			return fmt.Errorf("powering on %s: %s", name, err)
+		}
+	}
+	return nil
+}
+
+func (l *lab) datastoreDirs() map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]string{}
+	for k, v := range l.datastores {
+		out[k] = v
+	}
+	return out
+}
+
+func (l *lab) describeVMs() []map[string]interface{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	names := make([]string, 0, len(l.vmByName))
+	for n := range l.vmByName {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		a, _ := strconv.Atoi(strings.TrimPrefix(names[i], "VM"))
+		b, _ := strconv.Atoi(strings.TrimPrefix(names[j], "VM"))
+		return a < b
+	})
+	var out []map[string]interface{}
+	for _, n := range names {
+		vi := l.vmByName[n]
+		var disks []map[string]interface{}
+		for _, d := range vi.disks {
+			disks = append(disks, describeDisk(d))
+		}
+		out = append(out, map[string]interface{}{
+			"name":          vi.name,
+			"path":          vi.path,
+			"uuid":          vi.uuid,
+			"instance_uuid": vi.instanceUUID,
+			"moid":          vi.ref.Value,
+			"datacenter":    vi.datacenter,
+			"cbt":           vi.cbt,
+			"disks":         disks,
+		})
+	}
+	return out
+}
+
+func describeDisk(d *diskState) map[string]interface{} {
+	return map[string]interface{}{
+		"key":            d.key,
+		"label":          d.label,
+		"capacity_bytes": d.capacity,
+		"datastore":      d.datastore,
+		"backing_file":   d.backingFile(),
+		"image":          d.image,
+		"cbt_uuid":       d.cbtUUID,
+		"seq":            d.seq,
+		"change_id":      d.changeID(),
+		"journal_len":    len(d.journal),
+	}
+}
+
+// ---------------------------------------------------------------- registry hooks
+
+func (l *lab) Reference() types.ManagedObjectReference { return l.self }
+
+// PutObject freezes every disk of a new snapshot.
+func (l *lab) PutObject(obj mo.Reference) {
+	if task, ok := obj.(*simulator.Task); ok {
+		fixSnapshotTaskEntity(task)
+		return
+	}
+	snap, ok := obj.(*simulator.VirtualMachineSnapshot)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	vi := l.vms[snap.Vm]
+	if vi == nil {
+		return
+	}
+	st := &snapState{vm: snap.Vm, disks: map[int32]*snapDisk{}}
+	l.snapCounter++
+	n := l.snapCounter
+
+	// snapshot.Config is a shallow copy of the VM's config: copy the device
+	// list and every disk before changing backings.
+	devs := make([]types.BaseVirtualDevice, len(snap.Config.Hardware.Device))
+	copy(devs, snap.Config.Hardware.Device)
+	for i, dev := range devs {
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		ds := vi.diskByKey(disk.Key)
+		if ds == nil {
+			continue
+		}
+		backing, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		if !ok {
+			continue
+		}
+		if vi.cbt && ds.cbtUUID != "" {
+			ds.seq++
+		}
+		rel := path.Join(path.Dir(ds.relPath), fmt.Sprintf("%s-%d-snap-%d.img", vi.name, ds.key, n))
+		frozen := filepath.Join(l.datastores[ds.datastore], rel)
+		if err := sparseCopy(ds.image, frozen); err != nil {
+			log.Printf("freezing %s: %s", ds.image, err)
+		}
+		sd := &snapDisk{
+			key:      ds.key,
+			frozen:   frozen,
+			dsPath:   fmt.Sprintf("[%s] %s", ds.datastore, rel),
+			capacity: ds.capacity,
+		}
+		if vi.cbt && ds.cbtUUID != "" {
+			sd.cbtUUID = ds.cbtUUID
+			sd.seq = ds.seq
+		}
+		st.disks[ds.key] = sd
+
+		nd := *disk
+		nb := *backing
+		nb.FileName = sd.dsPath
+		nb.ChangeId = ""
+		if sd.cbtUUID != "" {
+			nb.ChangeId = fmt.Sprintf("%s/%d", sd.cbtUUID, sd.seq)
+		}
+		nd.Backing = &nb
+		nd.CapacityInBytes = sd.capacity
+		nd.CapacityInKB = sd.capacity / 1024
+		devs[i] = &nd
+	}
+	snap.Config.Hardware.Device = devs
+	l.snaps[snap.Self] = st
+
+	// The live disks now report the new sequence.
+	if simVM, ok := simulator.Map.Get(snap.Vm).(*simulator.VirtualMachine); ok {
+		l.applyLiveLocked(vi, &simVM.VirtualMachine)
+	}
+}
+
+// fixSnapshotTaskEntity: the simulator makes the snapshot itself the
+// entity of RemoveSnapshot_Task/RevertToSnapshot_Task, but TaskInfo.entity
+// is a ManagedEntity (vCenter puts the VM there) and pyvmomi refuses to
+// deserialize such a TaskInfo. Point it at the snapshot's VM.
+func fixSnapshotTaskEntity(task *simulator.Task) {
+	e := task.Info.Entity
+	if e == nil || e.Type != "VirtualMachineSnapshot" {
+		return
+	}
+	snap, ok := simulator.Map.Get(*e).(*simulator.VirtualMachineSnapshot)
+	if !ok {
+		return
+	}
+	vmRef := snap.Vm
+	task.Info.Entity = &vmRef
+	if vm, ok := simulator.Map.Get(vmRef).(*simulator.VirtualMachine); ok {
+		task.Info.EntityName = vm.Name
+	}
+}
+
+// UpdateObject follows VM reconfigurations: CBT on/off and disk growth.
+func (l *lab) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
+	vm, ok := obj.(*mo.VirtualMachine)
+	if !ok {
+		return
+	}
+	relevant := false
+	for _, c := range changes {
+		if c.Name == "config.hardware.device" {
+			relevant = true
+		}
+	}
+	if !relevant {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	vi := l.vms[vm.Self]
+	if vi == nil || vm.Config == nil {
+		return
+	}
+	enabled := vm.Config.ChangeTrackingEnabled != nil && *vm.Config.ChangeTrackingEnabled
+	if enabled != vi.cbt {
+		for _, d := range vi.disks {
+			d.journal = nil
+			d.seq = 0
+			d.cbtUUID = ""
+			if enabled {
+				d.cbtUUID = newCBTUUID()
+			}
+		}
+		vi.cbt = enabled
+		log.Printf("%s: change tracking %v", vi.name, enabled)
+	}
+	// Disk growth through ReconfigVM (edit of capacityInKB/capacityInBytes).
+	for _, dev := range vm.Config.Hardware.Device {
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		d := vi.diskByKey(disk.Key)
+		if d == nil {
+			continue
+		}
+		want := disk.CapacityInKB * 1024
+		if disk.CapacityInBytes > want && disk.CapacityInBytes != d.capacity {
+			want = disk.CapacityInBytes
+		}
+		if want > d.capacity {
+			if err := os.Truncate(d.image, want); err != nil {
+				log.Printf("growing %s: %s", d.image, err)
+			} else {
+				d.capacity = want
+			}
+		}
+	}
+	l.applyLiveLocked(vi, vm)
+}
+
+// RemoveObject deletes a removed snapshot's frozen images.
+func (l *lab) RemoveObject(ref types.ManagedObjectReference) {
+	if ref.Type != "VirtualMachineSnapshot" {
+		return
+	}
+	l.mu.Lock()
+	st := l.snaps[ref]
+	delete(l.snaps, ref)
+	l.mu.Unlock()
+	if st == nil {
+		return
+	}
+	for _, sd := range st.disks {
+		if err := os.Remove(sd.frozen); err != nil && !os.IsNotExist(err) {
+			log.Printf("removing %s: %s", sd.frozen, err)
+		}
+	}
+}
+
+func (vi *vmInfo) diskByKey(key int32) *diskState {
+	for _, d := range vi.disks {
+		if d.key == key {
+			return d
+		}
+	}
+	return nil
+}
+
+// applyLiveLocked sets changeId and capacity on the live VM's disk
+// devices (in place). Caller holds l.mu (and the VM lock, or is in a hook
+// called under it).
+func (l *lab) applyLiveLocked(vi *vmInfo, vm *mo.VirtualMachine) {
+	if vm.Config == nil {
+		return
+	}
+	for _, dev := range vm.Config.Hardware.Device {
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		d := vi.diskByKey(disk.Key)
+		if d == nil {
+			continue
+		}
+		disk.CapacityInBytes = d.capacity
+		disk.CapacityInKB = d.capacity / 1024
+		if b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+			if vi.cbt {
+				b.ChangeId = d.changeID()
+			} else {
+				b.ChangeId = ""
+			}
+		}
+	}
+}
+
+// ---------------------------------------------------------------- guest writes and control operations
+
+func (l *lab) findDisk(vmName string, key int32) (*vmInfo, *diskState, error) {
+	vi := l.vmByName[vmName]
+	if vi == nil {
+		return nil, nil, fmt.Errorf("no VM named %q", vmName)
+	}
+	d := vi.diskByKey(key)
+	if d == nil {
+		return nil, nil, fmt.Errorf("VM %s has no disk with key %d", vmName, key)
+	}
+	return vi, d, nil
+}
+
+type guestWrite struct {
+	Offset int64  `json:"offset"`
+	Data   []byte `json:"data"` // base64 in JSON
+}
+
+// write writes guest data into the live image and records it in the
+// change journal, atomically with respect to snapshots.
+func (l *lab) write(vmName string, key int32, writes []guestWrite) ([][2]int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	vi, d, err := l.findDisk(vmName, key)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range writes {
+		if w.Offset < 0 || w.Offset+int64(len(w.Data)) > d.capacity {
+			return nil, fmt.Errorf("write [%d, +%d) is outside the disk (capacity %d)", w.Offset, len(w.Data), d.capacity)
+		}
+	}
+	f, err := os.OpenFile(d.image, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out [][2]int64
+	for _, w := range writes {
+		if len(w.Data) == 0 {
+			continue
+		}
+		if _, err := f.WriteAt(w.Data, w.Offset); err != nil {
+			return out, err
+		}
+		out = append(out, [2]int64{w.Offset, int64(len(w.Data))})
+		if vi.cbt && d.cbtUUID != "" {
+			bs := l.cfg.BlockSize
+			start := w.Offset / bs * bs
+			end := (w.Offset + int64(len(w.Data)) + bs - 1) / bs * bs
+			if end > d.capacity {
+				end = d.capacity
+			}
+			d.journal = append(d.journal, journalEntry{epoch: d.seq + 1, extent: extent{start, end}})
+		}
+	}
+	return out, nil
+}
+
+func (l *lab) withVM(vmName string, f func(vi *vmInfo, vm *simulator.VirtualMachine) error) error {
+	l.mu.Lock()
+	vi := l.vmByName[vmName]
+	l.mu.Unlock()
+	if vi == nil {
+		return fmt.Errorf("no VM named %q", vmName)
+	}
+	simVM, ok := simulator.Map.Get(vi.ref).(*simulator.VirtualMachine)
+	if !ok {
+		return fmt.Errorf("VM %s is gone", vmName)
+	}
+	var err error
+	simulator.Map.WithLock(simVM, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		err = f(vi, simVM)
+	})
+	return err
+}
+
+func (l *lab) resetCBT(vmName string, key int32) (map[string]interface{}, error) {
+	var out map[string]interface{}
+	err := l.withVM(vmName, func(vi *vmInfo, vm *simulator.VirtualMachine) error {
+		d := vi.diskByKey(key)
+		if d == nil {
+			return fmt.Errorf("VM %s has no disk with key %d", vmName, key)
+		}
+		if !vi.cbt {
+			return fmt.Errorf("change tracking is not enabled on VM %s", vmName)
+		}
+		d.cbtUUID = newCBTUUID()
+		d.seq = 0
+		d.journal = nil
+		l.applyLiveLocked(vi, &vm.VirtualMachine)
+		out = describeDisk(d)
+		return nil
+	})
+	return out, err
+}
+
+func (l *lab) grow(vmName string, key int32, size int64) (map[string]interface{}, error) {
+	var out map[string]interface{}
+	err := l.withVM(vmName, func(vi *vmInfo, vm *simulator.VirtualMachine) error {
+		d := vi.diskByKey(key)
+		if d == nil {
+			return fmt.Errorf("VM %s has no disk with key %d", vmName, key)
+		}
+		if size%1024 != 0 {
+			return fmt.Errorf("size %d is not a multiple of 1024", size)
+		}
+		if size < d.capacity {
+			return fmt.Errorf("size %d is smaller than the current capacity %d (disks only grow)", size, d.capacity)
+		}
+		if err := os.Truncate(d.image, size); err != nil {
+			return err
+		}
+		d.capacity = size
+		l.applyLiveLocked(vi, &vm.VirtualMachine)
+		out = describeDisk(d)
+		return nil
+	})
+	return out, err
+}
+
+// ---------------------------------------------------------------- extents
+
+func mergeExtents(in []extent) []extent {
+	if len(in) == 0 {
+		return nil
+	}
+	sort.Slice(in, func(i, j int) bool { return in[i].start < in[j].start })
+	out := []extent{in[0]}
+	for _, e := range in[1:] {
+		last := &out[len(out)-1]
+		if e.start <= last.end {
+			if e.end > last.end {
+				last.end = e.end
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+const (
+	seekData = 3
+	seekHole = 4
+)
+
+// allocatedExtents lists the data (non-hole) ranges of a file, clipped to size.
+func allocatedExtents(name string, size int64) ([]extent, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	var out []extent
+	off := int64(0)
+	for off < size {
+		d, err := seekFd(fd, off, seekData)
+		if err != nil {
+			if isENXIO(err) {
+				break
+			}
+			if isEINVAL(err) { // no SEEK_DATA support: everything is data
+				return []extent{{0, size}}, nil
+			}
+			return nil, err
+		}
+		if d >= size {
+			break
+		}
+		h, err := seekFd(fd, d, seekHole)
+		if err != nil {
+			h = size
+		}
+		if h > size {
+			h = size
+		}
+		out = append(out, extent{d, h})
+		off = h
+	}
+	return out, nil
+}
+
+// sparseCopy copies src to dst preserving holes (reflink when possible).
+// dst is created read-only.
+func sparseCopy(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	tmp := dst + ".tmp"
+	_ = os.Remove(tmp)
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0644)
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			out.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if !ficlone(out, in) {
+		if err := out.Truncate(size); err != nil {
+			return err
+		}
+		exts, err := allocatedExtents(src, size)
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, 1<<20)
+		for _, e := range exts {
+			for off := e.start; off < e.end; {
+				n := int64(len(buf))
+				if e.end-off < n {
+					n = e.end - off
+				}
+				if _, err := in.ReadAt(buf[:n], off); err != nil {
+					return err
+				}
+				if _, err := out.WriteAt(buf[:n], off); err != nil {
+					return err
+				}
+				off += n
+			}
+		}
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	ok = true
+	_ = os.Chmod(tmp, 0444)
+	return os.Rename(tmp, dst)
+}
+
+// ---------------------------------------------------------------- QueryChangedDiskAreas
+
+type qcdaError struct {
+	fault string // vim fault type: FileFault, InvalidArgument, NotFound, ManagedObjectNotFound
+	msg   string
+	file  string
+	obj   *types.ManagedObjectReference
+	prop  string
+}
+
+func (e *qcdaError) Error() string { return e.msg }
+
+// changedAreas computes the full (unpaged) answer.
+func (l *lab) changedAreas(vmRef types.ManagedObjectReference, snapRef *types.ManagedObjectReference, key int32, changeID string) ([]extent, int64, error) {
+	l.mu.Lock()
+	vi := l.vms[vmRef]
+	if vi == nil {
+		l.mu.Unlock()
+		return nil, 0, &qcdaError{fault: "ManagedObjectNotFound", msg: fmt.Sprintf("managed object not found: %s", vmRef), obj: &vmRef}
+	}
+	d := vi.diskByKey(key)
+	if d == nil {
+		l.mu.Unlock()
+		return nil, 0, &qcdaError{fault: "InvalidArgument", msg: fmt.Sprintf("VM %s has no virtual disk with device key %d", vi.name, key), prop: "deviceKey"}
+	}
+	var (
+		capacity  int64
+		image     string
+		uuidAt    string
+		seqAt     int64
+		liveQuery bool
+	)
+	if snapRef != nil {
+		st := l.snaps[*snapRef]
+		if st == nil {
+			l.mu.Unlock()
+			return nil, 0, &qcdaError{fault: "ManagedObjectNotFound", msg: fmt.Sprintf("managed object not found: %s", *snapRef), obj: snapRef}
+		}
+		if st.vm != vmRef {
+			l.mu.Unlock()
+			return nil, 0, &qcdaError{fault: "InvalidArgument", msg: fmt.Sprintf("snapshot %s does not belong to %s", snapRef.Value, vmRef.Value), prop: "snapshot"}
+		}
+		sd := st.disks[key]
+		if sd == nil {
+			l.mu.Unlock()
+			return nil, 0, &qcdaError{fault: "InvalidArgument", msg: fmt.Sprintf("snapshot %s has no disk with device key %d", snapRef.Value, key), prop: "deviceKey"}
+		}
+		capacity, image, uuidAt, seqAt = sd.capacity, sd.frozen, sd.cbtUUID, sd.seq
+	} else {
+		simVM, _ := simulator.Map.Get(vmRef).(*simulator.VirtualMachine)
+		if simVM != nil && simVM.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOff {
+			l.mu.Unlock()
+			return nil, 0, &qcdaError{fault: "FileFault", msg: "a snapshot is required to query changed areas of a powered-on virtual machine", file: d.backingFile()}
+		}
+		capacity, image, uuidAt, seqAt = d.capacity, d.image, d.cbtUUID, d.seq
+		if !vi.cbt {
+			uuidAt = ""
+		}
+		liveQuery = true
+	}
+	if uuidAt == "" {
+		l.mu.Unlock()
+		return nil, 0, &qcdaError{fault: "FileFault", msg: fmt.Sprintf("change tracking is not active for disk %d of %s (at that snapshot)", key, vi.name), file: d.backingFile()}
+	}
+
+	if changeID == "*" {
+		l.mu.Unlock()
+		exts, err := allocatedExtents(image, capacity)
+		if err != nil {
+			return nil, 0, &qcdaError{fault: "FileFault", msg: err.Error(), file: image}
+		}
+		return exts, capacity, nil
+	}
+
+	bad := &qcdaError{fault: "FileFault", msg: fmt.Sprintf("invalid changeId %q for disk %d of %s: change tracking was reset or the changeId is unknown", changeID, key, vi.name), file: d.backingFile()}
+	i := strings.LastIndex(changeID, "/")
+	if i <= 0 {
+		l.mu.Unlock()
+		return nil, 0, bad
+	}
+	since, err := strconv.ParseInt(changeID[i+1:], 10, 64)
+	if err != nil || since < 0 || changeID[:i] != d.cbtUUID || uuidAt != d.cbtUUID || since > seqAt {
+		l.mu.Unlock()
+		return nil, 0, bad
+	}
+	var exts []extent
+	for _, j := range d.journal {
+		if j.epoch > since && (liveQuery || j.epoch <= seqAt) {
+			e := j.extent
+			if e.end > capacity {
+				e.end = capacity
+			}
+			if e.start < e.end {
+				exts = append(exts, e)
+			}
+		}
+	}
+	l.mu.Unlock()
+	return mergeExtents(exts), capacity, nil
+}
+
+// page returns the DiskChangeInfo for one answer starting at startOffset.
+func page(all []extent, capacity, startOffset int64, pageSize int) (int64, []extent) {
+	var out []extent
+	for _, e := range all {
+		if e.end <= startOffset {
+			continue
+		}
+		if e.start < startOffset {
+			e.start = startOffset
+		}
+		if len(out) == pageSize {
+			// More areas remain: this page ends where its last area ends.
+			return out[len(out)-1].end - startOffset, out
+		}
+		out = append(out, e)
+	}
+	return capacity - startOffset, out
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"encoding/xml"
+	"fmt"
+	"io/ioutil"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+const envelopeStart = `<?xml version="1.0" encoding="UTF-8"?>` +
+	`<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" ` +
+	`xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" ` +
+	`xmlns:xsd="http://www.w3.org/2001/XMLSchema" ` +
+	`xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>`
+const envelopeEnd = `</soapenv:Body></soapenv:Envelope>`
+
+// wrapSOAP answers QueryChangedDiskAreas and passes every other request on.
+func (l *lab) wrapSOAP(inner http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/sdk") {
+			body, err := ioutil.ReadAll(r.Body)
+			_ = r.Body.Close()
+			if err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			if bytes.Contains(body, []byte("QueryChangedDiskAreas")) {
+				m, err := simulator.UnmarshalBody(types.TypeFunc(), body)
+				if err == nil && m.Name == "QueryChangedDiskAreas" {
+					l.serveQCDA(w, r, inner, m.Body.(*types.QueryChangedDiskAreas))
+					return
+				}
+			}
+			r.Body = ioutil.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+			if bytes.Contains(body, []byte("<Fetch")) {
+				serveFetch(w, r, inner)
+				return
+			}
+		}
+		inner.ServeHTTP(w, r)
+	})
+}
+
+// serveFetch: the simulator's PropertyCollector.Fetch (what pyvmomi's
+// property accessors call, e.g. vm.snapshot) panics on an unset property
+// (index out of range) and the connection is dropped; vCenter answers an
+// empty FetchResponse (pyvmomi returns None). Nothing has been written to
+// the response when the panic happens (the simulator writes after the call).
+func serveFetch(w http.ResponseWriter, r *http.Request, inner http.Handler) {
+	rec := httptest.NewRecorder()
+	panicked := func() (p bool) {
+		defer func() {
+			if v := recover(); v != nil {
+				log.Printf("Fetch of an unset property (simulator panic: %v): answering unset", v)
+				p = true
+			}
+		}()
+		inner.ServeHTTP(rec, r)
+		return false
+	}()
+	if panicked {
+		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(envelopeStart + `<FetchResponse xmlns="urn:vim25"></FetchResponse>` + envelopeEnd))
+		return
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
+}
+
+// authenticated asks the simulator whether the request's session cookie is
+// a logged-in session (CurrentTime needs a session).
+func authenticated(r *http.Request, inner http.Handler) bool {
+	body := envelopeStart + `<CurrentTime xmlns="urn:vim25"><_this type="ServiceInstance">ServiceInstance</_this></CurrentTime>` + envelopeEnd
+	req := httptest.NewRequest(http.MethodPost, r.URL.Path, strings.NewReader(body))
+	for _, c := range r.Cookies() {
+		req.AddCookie(c)
+	}
+	req.Header.Set("Content-Type", "text/xml; charset=utf-8")
+	rec := httptest.NewRecorder()
+	inner.ServeHTTP(rec, req)
+	return rec.Code == http.StatusOK
+}
+
+func esc(s string) string {
+	var b bytes.Buffer
+	_ = xml.EscapeText(&b, []byte(s))
+	return b.String()
+}
+
+func writeFault(w http.ResponseWriter, e *qcdaError) {
+	var detail string
+	switch e.fault {
+	case "FileFault":
+		detail = fmt.Sprintf(`<file>%s</file>`, esc(e.file))
+	case "InvalidArgument":
+		detail = fmt.Sprintf(`<invalidProperty>%s</invalidProperty>`, esc(e.prop))
+	case "ManagedObjectNotFound":
+		detail = fmt.Sprintf(`<obj type="%s">%s</obj>`, esc(e.obj.Type), esc(e.obj.Value))
+	case "NotAuthenticated":
+		detail = `<object type="ServiceInstance">ServiceInstance</object><privilegeId>System.View</privilegeId>`
+	}
+	body := envelopeStart +
+		`<soapenv:Fault><faultcode>ServerFaultCode</faultcode>` +
+		fmt.Sprintf(`<faultstring>%s</faultstring>`, esc(e.msg)) +
+		fmt.Sprintf(`<detail><%sFault xmlns="urn:vim25" xsi:type="%s">%s</%sFault></detail>`, e.fault, e.fault, detail, e.fault) +
+		`</soapenv:Fault>` + envelopeEnd
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	_, _ = w.Write([]byte(body))
+}
+
+func (l *lab) serveQCDA(w http.ResponseWriter, r *http.Request, inner http.Handler, req *types.QueryChangedDiskAreas) {
+	if !authenticated(r, inner) {
+		writeFault(w, &qcdaError{fault: "NotAuthenticated", msg: "The session is not authenticated."})
+		return
+	}
+	all, capacity, err := l.changedAreas(req.This, req.Snapshot, req.DeviceKey, req.ChangeId)
+	if err != nil {
+		e := err.(*qcdaError)
+		log.Printf("QueryChangedDiskAreas(%s, key %d, changeId %q): %s %s", req.This.Value, req.DeviceKey, req.ChangeId, e.fault, e.msg)
+		writeFault(w, e)
+		return
+	}
+	if req.StartOffset < 0 || req.StartOffset >= capacity {
+		writeFault(w, &qcdaError{fault: "InvalidArgument", msg: fmt.Sprintf("startOffset %d is outside the disk (capacity %d)", req.StartOffset, capacity), prop: "startOffset"})
+		return
+	}
+	length, areas := page(all, capacity, req.StartOffset, l.cfg.PageSize)
+	var b strings.Builder
+	b.WriteString(envelopeStart)
+	b.WriteString(`<QueryChangedDiskAreasResponse xmlns="urn:vim25"><returnval>`)
+	fmt.Fprintf(&b, `<startOffset>%d</startOffset><length>%d</length>`, req.StartOffset, length)
+	for _, a := range areas {
+		fmt.Fprintf(&b, `<changedArea><start>%d</start><length>%d</length></changedArea>`, a.start, a.end-a.start)
+	}
+	b.WriteString(`</returnval></QueryChangedDiskAreasResponse>`)
+	b.WriteString(envelopeEnd)
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(b.String()))
+}
+
+// ---------------------------------------------------------------- syscalls
+
+func seekFd(fd int, off int64, whence int) (int64, error) {
+	return syscall.Seek(fd, off, whence)
+}
+
+func isENXIO(err error) bool  { return err == syscall.ENXIO }
+func isEINVAL(err error) bool { return err == syscall.EINVAL }
+
+// ficlone tries a reflink copy (FICLONE); false when unsupported.
+func ficlone(dst, src *os.File) bool {
+	const FICLONE = 0x40049409
+	_, _, e := syscall.Syscall(syscall.SYS_IOCTL, dst.Fd(), FICLONE, src.Fd())
+	return e == 0
+}
