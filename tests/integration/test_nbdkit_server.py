@@ -1,0 +1,193 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""nbdkit_server for real: Ansible runs the module, nbdkit serves, libnbd reads."""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+nbd = pytest.importorskip('nbd')
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON = os.path.join(REPO_ROOT, '.venv', 'bin', 'python')
+if not os.path.exists(PYTHON):
+    PYTHON = sys.executable
+ANSIBLE = os.path.join(os.path.dirname(PYTHON), 'ansible')
+
+pytestmark = pytest.mark.skipif(shutil.which('nbdkit') is None, reason='nbdkit is not installed')
+
+
+def run_module(args, check=False, diff=False):
+    """Run nbdkit_server through ansible (ad hoc, localhost); return (failed, result)."""
+    cmd = [ANSIBLE, 'localhost', '-e', 'ansible_python_interpreter=' + PYTHON,
+           '-m', 'migratekit.migration.nbdkit_server', '-a', json.dumps(args)]
+    if check:
+        cmd.append('--check')
+    if diff:
+        cmd.append('--diff')
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='minimal', ANSIBLE_LOCALHOST_WARNING='0',
+               ANSIBLE_NOCOLOR='1', ANSIBLE_DEPRECATION_WARNINGS='0')
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120,
+                          universal_newlines=True)
+    out = proc.stdout
+    head, _sep, body = out.partition(' => ')
+    assert body, 'unexpected ansible output: %s %s' % (out, proc.stderr)
+    return 'FAILED' in head, json.loads(body)
+
+
+def live_nbdkit(socket_path):
+    """Live (non-zombie) nbdkit processes serving ``socket_path``."""
+    found = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open('/proc/%s/status' % pid) as handle:
+                if any(line.startswith('State:') and line.split()[1] == 'Z' for line in handle):
+                    continue
+            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
+                argv = handle.read().split(b'\0')
+        except (IOError, OSError):
+            continue
+        if argv and b'nbdkit' in argv[0] and socket_path.encode() in argv:
+            found.append(int(pid))
+    return found
+
+
+def read_all(uri, size):
+    handle = nbd.NBD()
+    handle.connect_uri(uri)
+    try:
+        assert handle.get_size() == size
+        assert handle.is_read_only()
+        data = b''
+        while len(data) < size:
+            data += handle.pread(min(1 << 20, size - len(data)), len(data))
+        handle.shutdown()
+        return data
+    finally:
+        del handle
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / 'disk.img'
+    data = os.urandom(1 << 20) + b'\0' * (2 << 20) + os.urandom(512 * 1024 + 4096)
+    path.write_bytes(data)
+    return str(path), data
+
+
+def test_file_server_lifecycle(tmp_path, image):
+    path, data = image
+    sock = str(tmp_path / 'run' / 'disk-2000.sock')
+    args = {'socket': sock, 'path': path}
+
+    failed, res = run_module(args, check=True)
+    assert not failed and res['changed'] and res['pid'] is None
+    assert not live_nbdkit(sock)
+
+    failed, res = run_module(args, diff=True)
+    assert not failed and res['changed'] is True, res
+    pid = res['pid']
+    assert res['uri'] == 'nbd+unix:///?socket=' + sock and res['size_bytes'] == len(data)
+    assert oct(os.stat(os.path.dirname(sock)).st_mode & 0o777) == oct(0o700)
+    assert live_nbdkit(sock) == [pid]
+    assert read_all(res['uri'], len(data)) == data
+
+    failed, res = run_module(args)
+    assert not failed and res['changed'] is False and res['pid'] == pid
+
+    # A different command line (a filter) restarts the server.
+    failed, res = run_module(dict(args, filters=[{'name': 'delay', 'params': {'rdelay': '1ms'}}]))
+    assert not failed and res['changed'] and res['restarted'] and res['pid'] != pid
+    assert live_nbdkit(sock) == [res['pid']]
+    assert read_all(res['uri'], len(data)) == data
+
+    failed, res = run_module({'socket': sock, 'state': 'stopped'}, check=True)
+    assert not failed and res['changed'] and live_nbdkit(sock)
+
+    failed, res = run_module({'socket': sock, 'state': 'stopped'})
+    assert not failed and res['changed'] is True
+    assert not live_nbdkit(sock)
+    assert os.listdir(os.path.dirname(sock)) == []
+
+    failed, res = run_module({'socket': sock, 'state': 'stopped'})
+    assert not failed and res['changed'] is False
+
+
+def test_writable_file_server(tmp_path):
+    path = tmp_path / 'target.img'
+    path.write_bytes(b'\0' * (1 << 20))
+    sock = str(tmp_path / 'run' / 't.sock')
+    failed, res = run_module({'socket': sock, 'path': str(path), 'readonly': False})
+    assert not failed, res
+    try:
+        handle = nbd.NBD()
+        handle.connect_uri(res['uri'])
+        assert not handle.is_read_only()
+        handle.pwrite(b'x' * 4096, 8192)
+        handle.flush()
+        handle.shutdown()
+        del handle
+    finally:
+        run_module({'socket': sock, 'state': 'stopped'})
+    assert path.read_bytes()[8192:8192 + 4096] == b'x' * 4096
+    assert not live_nbdkit(sock)
+
+
+def test_start_failure_reports_nbdkit_message_and_leaves_nothing(tmp_path):
+    sock = str(tmp_path / 'run' / 'x.sock')
+    failed, res = run_module({'socket': sock, 'path': str(tmp_path / 'missing.img')})
+    assert failed
+    assert 'cannot start the server on %s' % sock in res['msg'] and 'missing.img' in res['msg']
+    assert not live_nbdkit(sock)
+    assert sorted(os.listdir(os.path.dirname(sock))) in ([], ['x.sock.log'])
+
+
+def test_shared_socket_directory_is_refused(tmp_path, image):
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(str(shared), 0o1777)
+    failed, res = run_module({'socket': str(shared / 'x.sock'), 'path': image[0]})
+    assert failed and 'private' in res['msg']
+    assert not live_nbdkit(str(shared / 'x.sock'))
+
+
+def test_vddk_failure_removes_the_password_file(tmp_path):
+    """No VDDK here: nbdkit fails to load the plugin; the secret file must be gone, the secret unseen."""
+    secret = 'vddk-integration-secret-42'
+    run_dir = tmp_path / 'run'
+    sock = str(run_dir / 'v.sock')
+    failed, res = run_module({'socket': sock, 'transport': 'vddk', 'server': '127.0.0.1', 'username': 'u',
+                              'password': secret, 'thumbprint': ':'.join(['AA'] * 20), 'vm_moref': 'vm-1',
+                              'snapshot_moref': 'snapshot-1', 'backing_file': '[ds] vm/vm.vmdk', 'timeout': 20})
+    assert failed
+    assert secret not in json.dumps(res)
+    leftovers = [n for n in os.listdir(str(run_dir)) if '.password.' in n]
+    assert leftovers == []
+    for name in os.listdir(str(run_dir)):
+        assert secret not in (run_dir / name).read_text(errors='replace')
+
+
+def test_nbdkit_reads_password_files_before_serving(tmp_path):
+    """What makes removing the password file right after startup safe.
+
+    nbdkit reads ``password=+FILE`` while parsing its parameters, before it
+    binds the socket: with a missing file it exits 1 and never serves. The
+    curl plugin reads passwords with the same nbdkit_read_password() as the
+    vddk plugin (which needs VMware's VDDK, absent here).
+    """
+    if subprocess.run(['nbdkit', 'curl', '--dump-plugin'], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip('nbdkit curl plugin not installed')
+    sock = str(tmp_path / 'c.sock')
+    proc = subprocess.run(['nbdkit', '-U', sock, 'curl', 'url=http://127.0.0.1:9/x',
+                           'password=+' + str(tmp_path / 'absent')],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
+    assert proc.returncode == 1 and 'absent' in proc.stderr
+    assert not os.path.exists(sock)

@@ -1,0 +1,165 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import os
+import stat
+
+import pytest
+
+from ansible_collections.migratekit.migration.plugins.module_utils import nbdkit
+
+SECRET = 'S3cr3t pa$$ word'
+THUMB = ':'.join(['AB'] * 20)
+
+
+def vddk_params(**over):
+    params = dict(socket='/run/mk/c1/disk-2000.sock', transport='vddk', vddk_libdir='/opt/vddk',
+                  server='vcenter.example.com', username='admin@vsphere.local', password=SECRET,
+                  thumbprint=THUMB, vm_moref='vm-42', snapshot_moref='snapshot-7',
+                  backing_file='[datastore1] vm0/vm0.vmdk', transports=None, compression=None,
+                  config=None, single_link=False, filters=[], port=None)
+    params.update(over)
+    return params
+
+
+def test_vddk_argv_full():
+    config = nbdkit.validate(vddk_params(compression='zlib', config='/etc/vddk.cfg', single_link=True, port=443))
+    argv = nbdkit.build_argv(config, password_file='/run/mk/c1/.disk-2000.sock.password.x1')
+    assert argv == [
+        'nbdkit', '--log=stderr', '-U', '/run/mk/c1/disk-2000.sock', '-P', '/run/mk/c1/disk-2000.sock.pid', '-r',
+        'vddk', 'libdir=/opt/vddk', 'server=vcenter.example.com', 'port=443', 'user=admin@vsphere.local',
+        'password=+/run/mk/c1/.disk-2000.sock.password.x1', 'thumbprint=' + THUMB, 'vm=moref=vm-42',
+        'snapshot=snapshot-7', 'file=[datastore1] vm0/vm0.vmdk', 'transports=nbdssl:nbd', 'compression=zlib',
+        'config=/etc/vddk.cfg', 'single-link=true',
+    ]
+
+
+def test_vddk_argv_never_holds_the_password():
+    config = nbdkit.validate(vddk_params())
+    argv = nbdkit.build_argv(config, password_file='/x/pw')
+    assert not any(SECRET in arg for arg in argv)
+    assert 'password=+/x/pw' in argv
+    # minimal: no optional parameters
+    assert not any(arg.startswith(('compression=', 'config=', 'single-link', 'port=')) for arg in argv)
+
+
+def test_vddk_is_always_readonly_and_needs_a_password_file():
+    config = nbdkit.validate(vddk_params())
+    assert '-r' in nbdkit.build_argv(config, '/x/pw')
+    with pytest.raises(nbdkit.NbdkitConfigError):
+        nbdkit.build_argv(config, None)
+    with pytest.raises(nbdkit.NbdkitConfigError, match='readonly'):
+        nbdkit.validate(vddk_params(readonly=False))
+
+
+def test_vddk_moref_forms_and_transports():
+    config = nbdkit.validate(vddk_params(vm_moref='moref=vm-7', snapshot_moref=None, transports='hotadd:nbd'))
+    argv = nbdkit.build_argv(config, '/x/pw')
+    assert 'vm=moref=vm-7' in argv and 'transports=hotadd:nbd' in argv
+    assert not any(arg.startswith('snapshot=') for arg in argv)
+
+
+@pytest.mark.parametrize('over, needle', [
+    (dict(password=None), 'password'),
+    (dict(thumbprint='nope'), 'thumbprint'),
+    (dict(vm_moref='vm 42'), 'vm_moref'),
+    (dict(snapshot_moref='a=b'), 'snapshot_moref'),
+    (dict(backing_file='vm0/vm0.vmdk'), 'backing_file'),
+    (dict(compression='lzma'), 'compression'),
+    (dict(socket='relative.sock'), 'socket'),
+    (dict(socket='/' + 'x' * 120), 'socket'),
+])
+def test_vddk_bad_input_names_the_parameter(over, needle):
+    with pytest.raises(nbdkit.NbdkitConfigError) as info:
+        nbdkit.validate(vddk_params(**over))
+    assert needle in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_file_argv_readonly_default_and_filters():
+    config = nbdkit.validate(dict(socket='/s/d.sock', path='/img/disk.img', filters=[
+        {'name': 'error', 'params': {'error-rate': '10%', 'error': 'EIO'}},
+        {'name': 'delay', 'params': {'rdelay': '2ms'}},
+    ]))
+    assert nbdkit.build_argv(config) == [
+        'nbdkit', '--log=stderr', '-U', '/s/d.sock', '-P', '/s/d.sock.pid', '-r',
+        '--filter=error', '--filter=delay', 'file', 'file=/img/disk.img',
+        'error=EIO', 'error-rate=10%', 'rdelay=2ms',
+    ]
+
+
+def test_file_argv_writable_pidfile_threads():
+    config = nbdkit.validate(dict(socket='/s/d.sock', path='/img/disk.img', readonly=False,
+                                  pidfile='/p/x.pid', threads=4, nbdkit_path='/usr/sbin/nbdkit'))
+    argv = nbdkit.build_argv(config)
+    assert argv[0] == '/usr/sbin/nbdkit' and '-r' not in argv
+    assert argv[argv.index('-P') + 1] == '/p/x.pid' and argv[argv.index('-t') + 1] == '4'
+
+
+@pytest.mark.parametrize('filters', [[{'params': {}}], [{'name': 'a b'}], [{'name': 'rate', 'params': 'x'}],
+                                     [{'name': 'rate', 'params': {'a b': 1}}]])
+def test_bad_filters(filters):
+    with pytest.raises(nbdkit.NbdkitConfigError, match='filters'):
+        nbdkit.validate(dict(socket='/s/d.sock', path='/i', filters=filters))
+
+
+def test_file_needs_path():
+    with pytest.raises(nbdkit.NbdkitConfigError, match='path'):
+        nbdkit.validate(dict(socket='/s/d.sock'))
+
+
+def test_uri_quotes_the_socket_path():
+    assert nbdkit.socket_uri('/a/b.sock') == 'nbd+unix:///?socket=/a/b.sock'
+    assert nbdkit.socket_uri('/a b/c&d.sock') == 'nbd+unix:///?socket=/a%20b/c%26d.sock'
+
+
+def test_comparable_argv_masks_the_password_file():
+    assert nbdkit.comparable_argv(['vddk', 'password=+/tmp/x1']) == ['vddk', 'password=+*']
+
+
+def test_password_file_is_private_and_exact(tmp_path):
+    directory = str(tmp_path / 'sock')
+    assert nbdkit.ensure_private_dir(directory) is True
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    sock = os.path.join(directory, 'd.sock')
+    old_umask = os.umask(0)
+    try:
+        path = nbdkit.write_password_file(directory, sock, SECRET)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open(path) as handle:
+        assert handle.read() == SECRET
+    assert nbdkit.password_files(sock) == [path]
+    config = nbdkit.validate(vddk_params(socket=sock))
+    argv = nbdkit.build_argv(config, path)
+    assert 'password=+' + path in argv and not any(SECRET in a for a in argv)
+
+
+def test_shared_directory_is_refused(tmp_path):
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(str(shared), 0o1777)
+    with pytest.raises(nbdkit.NbdkitConfigError, match='private'):
+        nbdkit.ensure_private_dir(str(shared))
+    assert stat.S_IMODE(os.stat(str(shared)).st_mode) == 0o1777
+
+
+def test_is_our_server():
+    assert nbdkit.is_our_server(['/usr/sbin/nbdkit', '-U', '/s/a.sock', 'file'], '/s/a.sock')
+    assert not nbdkit.is_our_server(['/usr/sbin/nbdkit', '-U', '/s/b.sock', 'file'], '/s/a.sock')
+    assert not nbdkit.is_our_server(['/bin/sleep', '-U', '/s/a.sock'], '/s/a.sock')
+    assert not nbdkit.is_our_server(None, '/s/a.sock')
+
+
+def test_stopping_nothing_is_ok(tmp_path):
+    directory = tmp_path / 'd'
+    directory.mkdir(mode=0o700)
+    config = nbdkit.validate(dict(socket=str(directory / 'x.sock'), path='/nonexistent'))
+    server = nbdkit.NbdkitServer(config)
+    assert server.ensure_stopped()[0] is False
+    (directory / 'x.sock.pid').write_text(u'999999999\n')
+    changed, result = server.ensure_stopped()
+    assert changed is True and result['pid'] is None
+    assert not (directory / 'x.sock.pid').exists()
