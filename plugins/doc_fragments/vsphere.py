@@ -1,0 +1,51 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, migratekit.migration contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+
+    # The vSphere connection options, shared by every module of the vmware action group.
+    # The argument spec is plugins/module_utils/vsphere.py:vsphere_argument_spec().
+    DOCUMENTATION = r'''
+options:
+  hostname:
+    description:
+      - The vCenter Server or ESXi host to connect to.
+      - If not set, the value of the E(VMWARE_HOST) environment variable is used.
+      - Required, from the option or the environment.
+    type: str
+  username:
+    description:
+      - The user name to log in with.
+      - If not set, the value of the E(VMWARE_USER) environment variable is used.
+      - Required, from the option or the environment.
+    type: str
+  password:
+    description:
+      - The password of O(username).
+      - If not set, the value of the E(VMWARE_PASSWORD) environment variable is used.
+      - Required, from the option or the environment. Never logged nor returned.
+    type: str
+  port:
+    description:
+      - The HTTPS port of the vSphere API.
+      - If not set, the value of the E(VMWARE_PORT) environment variable is used.
+    type: int
+    default: 443
+  validate_certs:
+    description:
+      - Whether to verify the TLS certificate of O(hostname), including for C(localhost).
+      - Set to V(false) only for test labs or self-signed certificates you trust.
+      - If not set, the value of the E(VMWARE_VALIDATE_CERTS) environment variable is used.
+    type: bool
+    default: true
+notes:
+  - All options of this fragment can be set once for many tasks with
+    C(module_defaults) and the action group C(group/migratekit.migration.vmware).
+requirements:
+  - pyVmomi
+'''

@@ -1,0 +1,535 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, migratekit.migration contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The shared vSphere connection layer of the collection.
+
+Everything a module needs to talk to vSphere goes through here: the connection
+options (one argument spec, documented once in the ``vsphere`` doc fragment),
+:func:`connect`, :func:`find_vm`, :func:`wait_for_task`, PropertyCollector
+based reads (:func:`fetch_properties`, :func:`fetch_many`) and the translation
+of pyVmomi faults into typed :class:`VSphereError` exceptions, which carry the
+operation, the VM and the disk so that a module reports a failure once, in one
+place, with a message a user can act on.
+
+Round trips are kept to a small constant per VM: properties are read with one
+``RetrievePropertiesEx`` per batch instead of attribute by attribute (each
+attribute access on a pyVmomi managed object is a SOAP call of its own).
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import socket
+import ssl
+import time
+import traceback
+
+try:
+    from ansible.module_utils.basic import env_fallback
+except ImportError:  # pragma: no cover - only outside Ansible
+    env_fallback = None
+
+PYVMOMI_IMPORT_ERROR = None
+try:
+    from pyVmomi import vim, vmodl
+    from pyVim.connect import SmartConnect, Disconnect
+    HAS_PYVMOMI = True
+except ImportError:  # pragma: no cover - exercised by ansible-test's import test
+    vim = vmodl = SmartConnect = Disconnect = None
+    HAS_PYVMOMI = False
+    PYVMOMI_IMPORT_ERROR = traceback.format_exc()
+
+DEFAULT_PORT = 443
+TASK_TIMEOUT = 3600
+
+
+# --------------------------------------------------------------------------
+# errors
+
+class VSphereError(Exception):
+    """A vSphere operation failed; ``str()`` names the operation, VM and disk.
+
+    ``operation`` is what was being done ("create snapshot 'migratekit'"),
+    ``vm`` and ``disk`` name the objects involved, ``fault`` is the
+    pyVmomi fault (if any), ``details`` is a dict of extra result keys for the
+    module to return next to the message.
+    """
+
+    def __init__(self, message, operation=None, vm=None, disk=None, fault=None, details=None):
+        super(VSphereError, self).__init__(message)
+        self.message = message
+        self.operation = operation
+        self.vm = vm
+        self.disk = disk
+        self.fault = fault
+        self.details = dict(details or {})
+
+    def __str__(self):
+        where = []
+        if self.vm:
+            where.append('VM %s' % self.vm)
+        if self.disk:
+            where.append('disk %s' % self.disk)
+        prefix = ''
+        if self.operation:
+            prefix = self.operation
+            if where:
+                prefix += ' of ' + ', '.join(where)
+            prefix += ' failed: '
+        elif where:
+            prefix = ', '.join(where) + ': '
+        return prefix + self.message
+
+    def located(self, operation=None, vm=None, disk=None):
+        """Fill in operation/VM/disk where they are still unknown; return self."""
+        self.operation = self.operation or operation
+        self.vm = self.vm or vm
+        self.disk = self.disk or disk
+        return self
+
+
+class MissingLibraryError(VSphereError):
+    """pyVmomi is not importable on the host running the module."""
+
+
+class InvalidParameterError(VSphereError):
+    """A parameter is missing or wrong; the message names it."""
+
+
+class ConnectionFailedError(VSphereError):
+    """The vSphere endpoint cannot be reached (network, TLS, not a vSphere)."""
+
+
+class AuthenticationError(VSphereError):
+    """vSphere refused the user name or password."""
+
+
+class VMNotFoundError(VSphereError):
+    """No VM matches the given name, path, uuid or moid."""
+
+
+class AmbiguousVMError(VSphereError):
+    """More than one VM matches; the message lists them."""
+
+
+class TaskFailedError(VSphereError):
+    """A vSphere task ended in error; the message is the task's fault."""
+
+
+class APIFaultError(VSphereError):
+    """A vSphere API call raised a fault."""
+
+
+# --------------------------------------------------------------------------
+# options
+
+def vsphere_argument_spec():
+    """The connection options, as documented in the ``vsphere`` doc fragment."""
+    return dict(
+        hostname=dict(type='str', fallback=(env_fallback, ['VMWARE_HOST'])),
+        username=dict(type='str', fallback=(env_fallback, ['VMWARE_USER'])),
+        password=dict(type='str', no_log=True,
+                      fallback=(env_fallback, ['VMWARE_PASSWORD'])),
+        port=dict(type='int', default=DEFAULT_PORT, fallback=(env_fallback, ['VMWARE_PORT'])),
+        validate_certs=dict(type='bool', default=True, fallback=(env_fallback, ['VMWARE_VALIDATE_CERTS'])),
+    )
+
+
+def vm_argument_spec():
+    """Options that select one VM (use with :data:`VM_SELECTOR_OPTIONS`)."""
+    return dict(
+        name=dict(type='str'),
+        path=dict(type='str'),
+        uuid=dict(type='str'),
+        moid=dict(type='str'),
+        datacenter=dict(type='str'),
+    )
+
+
+VM_SELECTOR_OPTIONS = ['name', 'path', 'uuid', 'moid']
+
+
+def connection_params(params):
+    """Pick the connection options out of a module's params."""
+    return dict((key, params.get(key)) for key in vsphere_argument_spec())
+
+
+def vm_selector(params):
+    """Pick the VM selector options out of a module's params."""
+    return dict((key, params.get(key)) for key in vm_argument_spec())
+
+
+def describe_selector(name=None, path=None, uuid=None, moid=None, datacenter=None):
+    """Human form of a VM selector, for messages before the VM is known."""
+    for key, value in (('name', name), ('path', path), ('uuid', uuid), ('moid', moid)):
+        if value:
+            text = '%s=%s' % (key, value)
+            if datacenter and key in ('name', 'uuid'):
+                text += ' in datacenter %s' % datacenter
+            return text
+    return '(no VM selected)'
+
+
+def require_pyvmomi():
+    if not HAS_PYVMOMI:
+        raise MissingLibraryError('the pyVmomi Python library is required on the host running the module (%s)'
+                                  % ''.join((PYVMOMI_IMPORT_ERROR or '').strip().splitlines()[-1:]),
+                                  operation='import pyVmomi')
+
+
+# --------------------------------------------------------------------------
+# faults
+
+def fault_message(exc):
+    """The most useful text of a pyVmomi fault (or any exception)."""
+    text = None
+    msg = getattr(exc, 'msg', None)
+    if msg:
+        text = msg
+    else:
+        for message in getattr(exc, 'faultMessage', None) or []:
+            if getattr(message, 'message', None):
+                text = message.message
+                break
+    name = type(exc).__name__
+    if HAS_PYVMOMI and isinstance(exc, vmodl.MethodFault):
+        name = exc._wsdlName
+    if not text:
+        text = str(exc) if not (HAS_PYVMOMI and isinstance(exc, vmodl.MethodFault)) else ''
+    file_name = getattr(exc, 'file', None)
+    if file_name and file_name not in text:
+        text = '%s (file %s)' % (text, file_name) if text else 'file %s' % file_name
+    return '%s: %s' % (name, text) if text else name
+
+
+def fault_error(exc, operation, vm=None, disk=None, error_class=None):
+    """Wrap an exception raised by pyVmomi into a typed VSphereError."""
+    if isinstance(exc, VSphereError):
+        return exc.located(operation, vm, disk)
+    if error_class is None:
+        error_class = APIFaultError
+        if HAS_PYVMOMI and isinstance(exc, vmodl.fault.ManagedObjectNotFound):
+            error_class = VMNotFoundError
+        elif HAS_PYVMOMI and isinstance(exc, (vim.fault.NotAuthenticated, vim.fault.InvalidLogin)):
+            error_class = AuthenticationError
+        elif isinstance(exc, (socket.error, ssl.SSLError)):
+            error_class = ConnectionFailedError
+    fault = exc if HAS_PYVMOMI and isinstance(exc, vmodl.MethodFault) else None
+    return error_class(fault_message(exc), operation=operation, vm=vm, disk=disk, fault=fault)
+
+
+# --------------------------------------------------------------------------
+# connection
+
+class Connection(object):
+    """A logged-in vSphere session.
+
+    ``soap_calls`` counts the SOAP requests sent since login (through the
+    stub's request modifier hook), so tests and benchmarks can check that the
+    number of round trips per VM stays a small constant.
+    """
+
+    def __init__(self, si, hostname=None, username=None, port=None):
+        self.si = si
+        self.hostname = hostname
+        self.username = username
+        self.port = port
+        self.soap_calls = 0
+        stub = getattr(si, '_stub', None)
+        modifiers = getattr(stub, 'requestModifierList', None)
+        if isinstance(modifiers, list):
+            modifiers.append(self._count_request)
+        self.content = si.RetrieveContent()
+
+    def _count_request(self, request):
+        self.soap_calls += 1
+        return request
+
+    @property
+    def stub(self):
+        return self.si._stub
+
+    @property
+    def property_collector(self):
+        return self.content.propertyCollector
+
+    def close(self):
+        """Log out; errors while logging out are ignored."""
+        if self.si is None:
+            return
+        try:
+            Disconnect(self.si)
+        except Exception:  # pylint: disable=broad-except
+            pass
+        self.si = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, validate_certs=True,
+            timeout=None):
+    """Log in to vCenter/ESXi; return a :class:`Connection`.
+
+    Errors are typed: :class:`InvalidParameterError` for a missing option,
+    :class:`AuthenticationError` for wrong credentials (naming host and user,
+    never the password), :class:`ConnectionFailedError` for network and TLS
+    problems.
+    """
+    require_pyvmomi()
+    for option, value, env in (('hostname', hostname, 'VMWARE_HOST'),
+                               ('username', username, 'VMWARE_USER'),
+                               ('password', password, 'VMWARE_PASSWORD')):
+        if value is None or value == '':
+            raise InvalidParameterError('the %s option is required (or set %s in the environment)'
+                                        % (option, env), operation='connect to vSphere')
+    port = int(port or DEFAULT_PORT)
+    where = '%s:%d' % (hostname, port)
+    operation = 'connect to vSphere %s as %s' % (where, username)
+    if validate_certs:
+        # pyVmomi silently skips verification for localhost unless it is given
+        # a context; certificate validation on means on, whatever the host.
+        ssl_context = ssl.create_default_context()
+    else:
+        ssl_context = ssl._create_unverified_context()  # pylint: disable=protected-access
+    try:
+        si = SmartConnect(host=hostname, user=username, pwd=password, port=port,
+                          sslContext=ssl_context, disableSslCertValidation=not validate_certs,
+                          httpConnectionTimeout=timeout)
+        return Connection(si, hostname=hostname, username=username, port=port)
+    except vim.fault.InvalidLogin:
+        raise AuthenticationError('vSphere %s refused the login of user %s: wrong user name or password'
+                                  % (where, username), operation=operation)
+    except ssl.SSLCertVerificationError as exc:
+        raise ConnectionFailedError('the TLS certificate of %s cannot be verified (%s); install its CA or set '
+                                    'validate_certs: false' % (where, exc.verify_message or exc),
+                                    operation=operation)
+    except vim.fault.HostConnectFault as exc:
+        raise ConnectionFailedError('cannot reach %s: %s' % (where, fault_message(exc)), operation=operation)
+    except vmodl.MethodFault as exc:
+        raise fault_error(exc, operation)
+    except (socket.error, ssl.SSLError) as exc:
+        raise ConnectionFailedError('cannot reach %s: %s' % (where, exc), operation=operation)
+    except Exception as exc:  # pylint: disable=broad-except
+        # SmartConnect raises a bare Exception when the endpoint is not vSphere
+        raise ConnectionFailedError('cannot reach %s: %s' % (where, exc), operation=operation)
+
+
+# --------------------------------------------------------------------------
+# PropertyCollector reads
+
+def _object_spec(obj, select_set=None, skip=False):
+    return vmodl.query.PropertyCollector.ObjectSpec(obj=obj, skip=skip, selectSet=select_set or [])
+
+
+def _property_spec(obj_type, paths):
+    return vmodl.query.PropertyCollector.PropertySpec(type=obj_type, pathSet=list(paths), all=False)
+
+
+def retrieve(conn, object_specs, property_specs):
+    """Run one RetrievePropertiesEx (plus continuation pages); return ObjectContent list."""
+    collector = conn.property_collector
+    spec = vmodl.query.PropertyCollector.FilterSpec(objectSet=list(object_specs), propSet=list(property_specs))
+    result = collector.RetrievePropertiesEx(specSet=[spec], options=vmodl.query.PropertyCollector.RetrieveOptions())
+    objects = []
+    while result is not None:
+        objects.extend(result.objects or [])
+        token = getattr(result, 'token', None)
+        if not token:
+            break
+        result = collector.ContinueRetrievePropertiesEx(token=token)
+    return objects
+
+
+def _content_to_dict(content, paths):
+    props = dict((path, None) for path in paths)
+    for prop in content.propSet or []:
+        props[prop.name] = prop.val
+    missing = dict((m.path, m.fault) for m in (getattr(content, 'missingSet', None) or []))
+    return props, missing
+
+
+def fetch_many(conn, requests, operation='read properties', vm=None):
+    """Read properties of several objects in one round trip.
+
+    ``requests`` is a list of ``(managed_object, [property paths])``; objects
+    of the same type share one property spec (the paths are merged). Returns
+    ``{moid: {path: value}}``; unset properties are None.
+    """
+    by_type = {}
+    for obj, paths in requests:
+        by_type.setdefault(type(obj), [])
+        for path in paths:
+            if path not in by_type[type(obj)]:
+                by_type[type(obj)].append(path)
+    try:
+        contents = retrieve(conn, [_object_spec(obj) for obj, _paths in requests],
+                            [_property_spec(obj_type, paths) for obj_type, paths in by_type.items()])
+    except Exception as exc:  # pylint: disable=broad-except
+        raise fault_error(exc, operation, vm=vm)
+    result = {}
+    for content in contents:
+        props, missing = _content_to_dict(content, by_type.get(type(content.obj), []))
+        for path, fault in missing.items():
+            if HAS_PYVMOMI and isinstance(fault, vim.fault.NoPermission):
+                raise APIFaultError('no permission to read %s of %s (%s)' % (path, content.obj._moId,
+                                                                              fault_message(fault)),
+                                    operation=operation, vm=vm)
+        result[content.obj._moId] = props
+    return result
+
+
+def fetch_properties(conn, obj, paths, operation='read properties', vm=None):
+    """Read ``paths`` of one managed object in one round trip; return a dict."""
+    result = fetch_many(conn, [(obj, paths)], operation=operation, vm=vm)
+    if obj._moId not in result:
+        raise VMNotFoundError('object %s no longer exists' % obj._moId, operation=operation, vm=vm)
+    return result[obj._moId]
+
+
+# --------------------------------------------------------------------------
+# finding a VM
+
+def _vm_traversal_specs():
+    """TraversalSpecs from a folder or datacenter down to every VM (vApps included)."""
+    TraversalSpec = vmodl.query.PropertyCollector.TraversalSpec
+    SelectionSpec = vmodl.query.PropertyCollector.SelectionSpec
+    to_folder = SelectionSpec(name='folderTraversal')
+    to_datacenter = SelectionSpec(name='datacenterTraversal')
+    to_vapp = SelectionSpec(name='vappTraversal')
+    folder = TraversalSpec(name='folderTraversal', type=vim.Folder, path='childEntity', skip=False,
+                           selectSet=[to_folder, to_datacenter, to_vapp])
+    datacenter = TraversalSpec(name='datacenterTraversal', type=vim.Datacenter, path='vmFolder', skip=False,
+                               selectSet=[to_folder])
+    vapp_vms = TraversalSpec(name='vappVmTraversal', type=vim.VirtualApp, path='vm', skip=False)
+    vapp = TraversalSpec(name='vappTraversal', type=vim.VirtualApp, path='resourcePool', skip=False,
+                         selectSet=[to_vapp, SelectionSpec(name='vappVmTraversal')])
+    return [folder, datacenter, vapp, vapp_vms]
+
+
+def list_vms(conn, root, paths=('name', 'config.uuid', 'config.instanceUuid'), operation='list VMs'):
+    """All VMs below ``root`` (folder or datacenter) with ``paths``, in one round trip."""
+    try:
+        contents = retrieve(conn, [_object_spec(root, select_set=_vm_traversal_specs(), skip=True)],
+                            [_property_spec(vim.VirtualMachine, paths)])
+    except Exception as exc:  # pylint: disable=broad-except
+        raise fault_error(exc, operation)
+    vms = []
+    for content in contents:
+        if not isinstance(content.obj, vim.VirtualMachine):
+            continue
+        props, _missing = _content_to_dict(content, paths)
+        vms.append((content.obj, props))
+    return vms
+
+
+def _normalize_uuid(value):
+    return (value or '').replace('-', '').replace(' ', '').lower()
+
+
+def _describe_matches(matches):
+    return ', '.join('%s (moid %s, uuid %s, instance uuid %s)' % (
+        props.get('name'), obj._moId, props.get('config.uuid'), props.get('config.instanceUuid'))
+        for obj, props in matches)
+
+
+def find_datacenter(conn, datacenter):
+    """The datacenter named (or inventory-pathed) ``datacenter``."""
+    operation = 'find datacenter %s' % datacenter
+    try:
+        found = conn.content.searchIndex.FindByInventoryPath(inventoryPath=datacenter)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise fault_error(exc, operation)
+    if not isinstance(found, vim.Datacenter):
+        raise VMNotFoundError('no datacenter at inventory path %r' % datacenter, operation=operation)
+    return found
+
+
+def find_vm(conn, name=None, path=None, uuid=None, moid=None, datacenter=None):
+    """Return the one ``vim.VirtualMachine`` the selector matches.
+
+    Exactly one of ``name``, ``path`` (inventory path such as ``/DC0/vm/VM0``),
+    ``uuid`` (BIOS or instance uuid) or ``moid`` is used; ``datacenter``
+    restricts name and uuid searches. Name and uuid searches read the names
+    and uuids of all VMs in scope with one PropertyCollector call, so they
+    detect duplicates: an ambiguous selector raises :class:`AmbiguousVMError`
+    listing every match; no match raises :class:`VMNotFoundError`.
+    """
+    require_pyvmomi()
+    selector = describe_selector(name, path, uuid, moid, datacenter)
+    operation = 'find VM %s' % selector
+    given = [key for key, value in (('name', name), ('path', path), ('uuid', uuid), ('moid', moid)) if value]
+    if len(given) != 1:
+        raise InvalidParameterError('exactly one of name, path, uuid or moid selects the VM, got %s'
+                                    % (', '.join(given) or 'none'), operation=operation)
+    if moid:
+        vm = vim.VirtualMachine(moid, conn.stub)
+        return vm  # existence is checked by the first property read (ManagedObjectNotFound)
+    if path:
+        try:
+            found = conn.content.searchIndex.FindByInventoryPath(inventoryPath=path)
+        except Exception as exc:  # pylint: disable=broad-except
+            raise fault_error(exc, operation)
+        if found is None:
+            raise VMNotFoundError('no VM at inventory path %s (expected /<datacenter>/vm/[<folder>/]<name>)'
+                                  % path, operation=operation)
+        if not isinstance(found, vim.VirtualMachine):
+            raise VMNotFoundError('inventory path %s is a %s, not a VM' % (path, found._wsdlName),
+                                  operation=operation)
+        return found
+    root = find_datacenter(conn, datacenter) if datacenter else conn.content.rootFolder
+    vms = list_vms(conn, root, operation=operation)
+    if name:
+        matches = [(obj, props) for obj, props in vms if props.get('name') == name]
+    else:
+        wanted = _normalize_uuid(uuid)
+        matches = [(obj, props) for obj, props in vms
+                   if wanted in (_normalize_uuid(props.get('config.uuid')),
+                                 _normalize_uuid(props.get('config.instanceUuid')))]
+        # an instance uuid match is unique; prefer it over BIOS uuid clones
+        exact = [m for m in matches if _normalize_uuid(m[1].get('config.instanceUuid')) == wanted]
+        if exact:
+            matches = exact
+    if not matches:
+        scope = ' in datacenter %s' % datacenter if datacenter else ''
+        raise VMNotFoundError('no VM with %s%s' % ('name %s' % name if name else 'uuid %s' % uuid, scope),
+                              operation=operation)
+    if len(matches) > 1:
+        raise AmbiguousVMError('%d VMs match: %s; select one by path, instance uuid or moid%s'
+                               % (len(matches), _describe_matches(matches),
+                                  '' if datacenter else ' (or add datacenter)'),
+                               operation=operation, details={'matches': [
+                                   {'name': p.get('name'), 'moid': o._moId, 'uuid': p.get('config.uuid'),
+                                    'instance_uuid': p.get('config.instanceUuid')} for o, p in matches]})
+    return matches[0][0]
+
+
+# --------------------------------------------------------------------------
+# tasks
+
+def wait_for_task(conn, task, operation, vm=None, disk=None, timeout=TASK_TIMEOUT, sleep=time.sleep):
+    """Wait for ``task``; return its result or raise :class:`TaskFailedError`.
+
+    Polls ``info`` with one PropertyCollector read per poll, backing off from
+    50 ms to 2 s; a fast task costs one round trip. The error message is the
+    task's fault message.
+    """
+    deadline = time.time() + timeout
+    delay = 0.05
+    while True:
+        sleep(delay)
+        info = fetch_properties(conn, task, ['info'], operation=operation, vm=vm)['info']
+        state = getattr(info, 'state', None)
+        if state == 'success':
+            return info.result
+        if state == 'error':
+            fault = info.error
+            raise TaskFailedError(fault_message(fault) if fault is not None else 'the task failed without a fault',
+                                  operation=operation, vm=vm, disk=disk, fault=fault)
+        if time.time() > deadline:
+            raise TaskFailedError('the task %s did not finish within %d s (state %s)'
+                                  % (task._moId, timeout, state), operation=operation, vm=vm, disk=disk)
+        delay = min(delay * 2, 2.0)

@@ -1,0 +1,380 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, migratekit.migration contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: vmware_cbt_snapshot
+short_description: Enable CBT, take the migration snapshot and list each disk's changed areas
+version_added: 0.1.0
+description:
+  - The vSphere half of a migration sync cycle. With O(state=present) it turns Changed Block Tracking (CBT) on
+    where it is off (reconfigure, then a stun cycle, that is a temporary snapshot created and removed so tracking
+    takes effect), takes the migration snapshot (or reuses the one named O(snapshot_name)), decides per disk whether a
+    full or an incremental copy is needed, asks vSphere (C(QueryChangedDiskAreas)) which areas of each disk to
+    copy, and writes them to one extents file per disk in O(extents_dir).
+  - A disk is copied incrementally when the sync state file O(state_file) holds a changeId for it that is still
+    usable; otherwise the copy is full and RV(disks[].reason) says why (no state, another VM's state, CBT reset,
+    grown disk, changed target, changeId rejected by vSphere).
+  - The new changeId of each disk (RV(disks[].change_id)) is to be committed to the state file only after the
+    copy was flushed to the target (the copy module does that); then run this module with O(state=absent).
+  - With O(state=absent) the snapshot named O(snapshot_name) is removed, if it exists.
+  - A failure after the snapshot was created removes it, unless O(keep_snapshot_on_failure=true).
+author:
+  - migratekit.migration contributors
+extends_documentation_fragment:
+  - migratekit.migration.vsphere
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether CBT would be enabled and a snapshot created, and the full/incremental decision
+      of each disk, without changing the VM and without writing extents files.
+  diff_mode:
+    support: full
+    description: Shows CBT on/off and the migration snapshot before and after.
+  idempotent:
+    support: partial
+    description:
+      - A repeat with O(state=present) reuses the existing snapshot and reports C(changed=false), but it
+        rewrites the extents files (with the same content as long as the state file did not change).
+      - A repeat with O(state=absent) reports C(changed=false).
+  action_group:
+    support: full
+    description: Use C(group/migratekit.migration.vmware) in C(module_defaults) to set the connection options.
+    membership:
+      - migratekit.migration.vmware
+options:
+  name:
+    description:
+      - Name of the VM. Fails, listing the matches, when several VMs have this name (narrow with O(datacenter) or
+        use O(path), O(uuid) or O(moid)).
+      - Exactly one of O(name), O(path), O(uuid) or O(moid) is required.
+    type: str
+  path:
+    description:
+      - Inventory path of the VM, such as C(/DC0/vm/VM0) or C(/DC0/vm/folder/VM0).
+    type: str
+  uuid:
+    description:
+      - BIOS uuid or instance uuid of the VM.
+    type: str
+  moid:
+    description:
+      - Managed object id of the VM, such as C(vm-42).
+    type: str
+  datacenter:
+    description:
+      - Datacenter name (or inventory path) in which O(name) or O(uuid) is looked up.
+    type: str
+  state:
+    description:
+      - V(present) enables CBT, takes or reuses the snapshot and computes the changed areas.
+      - V(absent) removes the snapshot named O(snapshot_name) if it exists.
+    type: str
+    choices: [present, absent]
+    default: present
+  snapshot_name:
+    description:
+      - Name of the migration snapshot.
+    type: str
+    default: migratekit
+  quiesce:
+    description:
+      - Quiesce the guest file systems (VMware Tools) when taking the snapshot.
+    type: bool
+    default: false
+  enable_cbt:
+    description:
+      - Enable CBT when it is off. With V(false), a VM without CBT is an error.
+    type: bool
+    default: true
+  mode:
+    description:
+      - V(auto) copies a disk incrementally when O(state_file) holds a usable changeId for it, fully otherwise.
+      - V(full) always lists the allocated areas of every disk.
+      - V(incremental) fails, before anything is changed where possible, when a disk cannot be copied
+        incrementally; the message names the disk and the reason.
+    type: str
+    choices: [auto, full, incremental]
+    default: auto
+  state_file:
+    description:
+      - The per-VM sync state file (JSON with C(vm_uuid) and, per disk key, C(change_id), C(capacity_bytes),
+        C(target), C(synced_at)). Read here; written by the copy module after a flush.
+      - A missing file means no previous sync (full copies).
+    type: path
+  extents_dir:
+    description:
+      - Directory for the extents files, one per disk, named C(<vm name>-<vm moid>-<disk key>.extents.json).
+        Created if missing.
+      - Required with O(state=present).
+    type: path
+  targets:
+    description:
+      - Target of each disk (device key such as C(2000), or label such as C(Hard disk 1)) -> target URI.
+      - Used only to detect a target that changed since the last sync, which forces a full copy.
+    type: dict
+  keep_snapshot_on_failure:
+    description:
+      - Keep the snapshot this task created when a later step fails (for debugging). By default it is removed.
+    type: bool
+    default: false
+notes:
+  - SOAP round trips per VM stay a small constant plus the C(QueryChangedDiskAreas) pages of each disk; VM and
+    snapshot properties are read with the PropertyCollector.
+  - Physical-mode RDMs and independent disks cannot be tracked; they are skipped with a warning and listed in
+    RV(skipped_disks).
+seealso:
+  - name: QueryChangedDiskAreas
+    description: The vSphere API method behind the changed areas.
+    link: https://developer.broadcom.com/xapis/vsphere-web-services-api/latest/vim.VirtualMachine.html#queryChangedDiskAreas
+'''
+
+EXAMPLES = r'''
+- name: Take the migration snapshot and list the areas to copy
+  migratekit.migration.vmware_cbt_snapshot:
+    hostname: vcenter.example.com
+    username: migrator@vsphere.local
+    password: "{{ vcenter_password }}"
+    path: /DC0/vm/app01
+    state_file: /var/lib/migratekit/app01/state.json
+    extents_dir: /var/lib/migratekit/app01/extents
+  register: cycle
+
+- name: Show why a disk gets a full copy
+  ansible.builtin.debug:
+    msg: "{{ item.label }}: {{ item.sync_type }} ({{ item.reason }})"
+  loop: "{{ cycle.disks }}"
+
+- name: Incremental only, with the connection set once for the group
+  module_defaults:
+    group/migratekit.migration.vmware:
+      hostname: vcenter.example.com
+      username: migrator@vsphere.local
+      password: "{{ vcenter_password }}"
+  block:
+    - name: Fail if any disk would need a full copy
+      migratekit.migration.vmware_cbt_snapshot:
+        uuid: 4213a8c4-5c2e-6d1b-2f6e-0a1b2c3d4e5f
+        mode: incremental
+        state_file: /var/lib/migratekit/app01/state.json
+        extents_dir: /var/lib/migratekit/app01/extents
+        targets:
+          2000: nbd+unix:///?socket=/run/migratekit/app01-2000.sock
+
+    - name: Remove the migration snapshot after the copy
+      migratekit.migration.vmware_cbt_snapshot:
+        uuid: 4213a8c4-5c2e-6d1b-2f6e-0a1b2c3d4e5f
+        state: absent
+'''
+
+RETURN = r'''
+vm:
+  description: The VM.
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: VM name.
+      type: str
+      sample: app01
+    uuid:
+      description: BIOS uuid (the key of the sync state file).
+      type: str
+      sample: 4213a8c4-5c2e-6d1b-2f6e-0a1b2c3d4e5f
+    instance_uuid:
+      description: vCenter instance uuid.
+      type: str
+      sample: 5013b1a2-0c4d-4e5f-8a9b-0c1d2e3f4a5b
+    moid:
+      description: Managed object id.
+      type: str
+      sample: vm-42
+    power_state:
+      description: V(poweredOn), V(poweredOff) or V(suspended).
+      type: str
+      sample: poweredOn
+    cbt_enabled:
+      description: Whether CBT is on after the task (what it would be in check mode).
+      type: bool
+      sample: true
+    hardware_version:
+      description: Virtual hardware version.
+      type: str
+      sample: vmx-19
+snapshot:
+  description:
+    - The migration snapshot; null with O(state=absent) when there was none.
+    - In check mode, when it would be created, RV(snapshot.moid) and RV(snapshot.created) are null.
+  returned: always
+  type: dict
+  contains:
+    moid:
+      description: Managed object id of the snapshot (the C(snapshot=) of the nbdkit vddk plugin).
+      type: str
+      sample: snapshot-77
+    name:
+      description: Snapshot name.
+      type: str
+      sample: migratekit
+    created:
+      description: Creation time, UTC, ISO 8601.
+      type: str
+      sample: '2026-11-26T02:40:00Z'
+    age_seconds:
+      description: Age of the snapshot in seconds.
+      type: int
+      sample: 12
+    reused:
+      description: Whether an existing snapshot of that name was reused instead of creating one.
+      type: bool
+      sample: false
+    removed:
+      description: With O(state=absent), true when the snapshot was (or in check mode would be) removed.
+      type: bool
+      returned: when O(state=absent) and the snapshot existed
+      sample: true
+disks:
+  description: One entry per tracked disk, sorted by device key (empty with O(state=absent)).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    key:
+      description: Device key (the disk key of the state file and the C(disk_id) C(disk-<key>) of progress reports).
+      type: int
+      sample: 2000
+    label:
+      description: Device label.
+      type: str
+      sample: Hard disk 1
+    unit_number:
+      description: Unit number on its controller.
+      type: int
+      sample: 0
+    controller_key:
+      description: Device key of its controller.
+      type: int
+      sample: 1000
+    capacity_bytes:
+      description: Disk size in bytes, as in the snapshot.
+      type: int
+      sample: 67108864
+    backing_file:
+      description: Datastore path of the snapshot's disk (the C(file=) of the nbdkit vddk plugin).
+      type: str
+      sample: '[LocalDS_0] app01/app01.vmdk'
+    datastore:
+      description: Datastore of RV(disks[].backing_file).
+      type: str
+      sample: LocalDS_0
+    change_id:
+      description: The disk's changeId in the snapshot; commit it to the state file after the copy was flushed.
+      type: str
+      sample: 52 9b 6c 1a 7d 2e 4f 80-9a 1b 2c 3d 4e 5f 60 71/12
+    previous_change_id:
+      description: The changeId the changes are relative to; null for a full copy.
+      type: str
+      sample: 52 9b 6c 1a 7d 2e 4f 80-9a 1b 2c 3d 4e 5f 60 71/11
+    sync_type:
+      description: V(full) or V(incremental).
+      type: str
+      sample: incremental
+    reason_code:
+      description:
+        - Why, as a keyword; V(incremental) for incremental copies, otherwise one of V(mode_full), V(no_state),
+          V(other_vm), V(bad_state), V(cbt_off), V(capacity_changed), V(no_change_id), V(cbt_reset),
+          V(target_changed), V(change_id_rejected).
+      type: str
+      sample: cbt_reset
+    reason:
+      description: Why, in words.
+      type: str
+      sample: 'CBT was reset: the stored changeId ... has CBT uuid ..., the disk now has ...'
+    target:
+      description: The disk's target from O(targets), if given.
+      type: str
+      sample: nbd+unix:///?socket=/run/migratekit/app01-2000.sock
+    extents_file:
+      description: The extents file of the disk (null in check mode).
+      type: str
+      sample: /var/lib/migratekit/app01/extents/app01-vm-42-2000.extents.json
+    extent_count:
+      description: Number of extents (null in check mode).
+      type: int
+      sample: 12
+    changed_bytes:
+      description: Bytes to copy (null in check mode).
+      type: int
+      sample: 786432
+skipped_disks:
+  description: Disks CBT cannot track (physical RDM, independent), with the reason; also reported as warnings.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"key": 2001, "label": "Hard disk 2", "backing_file": "[LocalDS_0] app01/data.vmdk",
+            "reason": "independent_persistent disk: snapshots do not include it and CBT does not track it"}]
+'''
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import (
+    HAS_PYVMOMI,
+    PYVMOMI_IMPORT_ERROR,
+    VM_SELECTOR_OPTIONS,
+    VSphereError,
+    vm_argument_spec,
+    vsphere_argument_spec,
+)
+from ansible_collections.migratekit.migration.plugins.module_utils.cbt import cbt_snapshot_module
+
+
+def argument_spec():
+    spec = vsphere_argument_spec()
+    spec.update(vm_argument_spec())
+    spec.update(
+        state=dict(type='str', default='present', choices=['present', 'absent']),
+        snapshot_name=dict(type='str', default='migratekit'),
+        quiesce=dict(type='bool', default=False),
+        enable_cbt=dict(type='bool', default=True),
+        mode=dict(type='str', default='auto', choices=['auto', 'full', 'incremental']),
+        state_file=dict(type='path'),
+        extents_dir=dict(type='path'),
+        targets=dict(type='dict'),
+        keep_snapshot_on_failure=dict(type='bool', default=False),
+    )
+    return spec
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        mutually_exclusive=[VM_SELECTOR_OPTIONS],
+        required_one_of=[VM_SELECTOR_OPTIONS],
+        required_if=[('state', 'present', ['extents_dir'])],
+        supports_check_mode=True,
+    )
+    if not HAS_PYVMOMI:
+        module.fail_json(msg=missing_required_lib('pyVmomi'), exception=PYVMOMI_IMPORT_ERROR)
+    try:
+        result = cbt_snapshot_module(module.params, check_mode=module.check_mode)
+    except VSphereError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    except Exception as exc:  # pylint: disable=broad-except
+        module.fail_json(msg='vmware_cbt_snapshot failed unexpectedly: %s: %s' % (type(exc).__name__, exc),
+                         exception=traceback.format_exc())
+    for warning in result.pop('warnings', []):
+        module.warn(warning)
+    if not module._diff:
+        result.pop('diff', None)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
