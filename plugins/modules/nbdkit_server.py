@@ -25,7 +25,7 @@ description:
   - A server already running on I(socket) with the same command line is left alone (changed=false); one with a
     different command line is restarted. Changing only the password is not detected.
 author:
-  - migratekit.migration contributors
+  - migratekit.migration contributors (@migratekit)
 requirements:
   - nbdkit (with the file plugin, or the vddk plugin and VMware VDDK for I(transport=vddk))
   - libnbd Python bindings (C(python3-libnbd)) to check the server's handshake and size; without them only the
@@ -132,7 +132,7 @@ options:
         required: true
       params:
         description:
-          - The filter's parameters, as key: value.
+          - The filter's parameters, as a dict of names and values.
         type: dict
         default: {}
   threads:
