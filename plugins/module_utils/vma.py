@@ -837,7 +837,7 @@ def error_message(operation, exc, job_id=None):
     return 'Cannot %s: %s' % (what, exc)
 
 
-def post_progress(params, check_mode=False, client_factory=VmaClient):
+def post_progress(params, check_mode=False, client_factory=None):
     """What ``migratekit.migration.vma_progress`` does; returns its result dict.
 
     Bad input raises VmaValidationError. A VMA that cannot be reached or
@@ -859,7 +859,7 @@ def post_progress(params, check_mode=False, client_factory=VmaClient):
     if check_mode:
         result['changed'] = True
         return result
-    client = client_factory(params['vma_url'], token=params.get('token'),
+    client = (client_factory or VmaClient)(params['vma_url'], token=params.get('token'),
                             validate_certs=params.get('validate_certs', True))
     try:
         result['response'] = client.post_payload(job_id, body)
@@ -875,14 +875,14 @@ def post_progress(params, check_mode=False, client_factory=VmaClient):
     return result
 
 
-def read_progress(params, client_factory=VmaClient):
+def read_progress(params, client_factory=None):
     """What ``migratekit.migration.vma_progress_info`` does; returns its result dict.
 
     An unknown job gives ``found=False``; other failures raise VmaRequestError.
     """
     job_id = validate_job_id(resolve_job_id(params.get('job_id')))
     url = redact_url(progress_url(params['vma_url'], job_id))
-    client = client_factory(params['vma_url'], token=params.get('token'),
+    client = (client_factory or VmaClient)(params['vma_url'], token=params.get('token'),
                             validate_certs=params.get('validate_certs', True))
     try:
         progress = client.get_progress(job_id)
