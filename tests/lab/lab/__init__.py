@@ -1,0 +1,11 @@
+"""The migratekit test lab (see core.py and tests/lab/README.md)."""
+
+from .core import (  # noqa: F401
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_DISK_SIZE,
+    DEFAULT_PAGE_SIZE,
+    Lab,
+    LabError,
+    build,
+    pid_alive,
+)
