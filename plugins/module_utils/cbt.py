@@ -591,7 +591,10 @@ class CbtSnapshot(object):
             enable_cbt(self.conn, self.vm, vm_name=self.vm_name)
 
         created = None
-        written = []
+        # on failure every extents file of these disks goes, stale ones of an
+        # earlier cycle included: no file may suggest this cycle's areas
+        written = [os.path.join(extents_dir, extents_file_name(facts['name'], facts['moid'], d['key']))
+                   for d in disks]
         try:
             if existing:
                 node = existing[-1]
@@ -610,7 +613,7 @@ class CbtSnapshot(object):
                     raise CbtError('the disk is not in snapshot %s' % snapshot._moId, operation='read snapshot disks',
                                    vm=self.vm_name, disk=disk['label'])
                 results.append(self._disk_extents(disk, snap_disk, snapshot, state, vm_uuid, cbt_before,
-                                                  extents_dir, facts, written))
+                                                  extents_dir, facts))
         except Exception as exc:  # pylint: disable=broad-except
             error = exc if isinstance(exc, VSphereError) else CbtError(
                 '%s: %s' % (type(exc).__name__, exc), operation='compute changed areas', vm=self.vm_name)
@@ -667,7 +670,7 @@ class CbtSnapshot(object):
             'changed_bytes': changed_bytes,
         }
 
-    def _disk_extents(self, disk, snap_disk, snapshot, state, vm_uuid, cbt_before, extents_dir, facts, written):
+    def _disk_extents(self, disk, snap_disk, snapshot, state, vm_uuid, cbt_before, extents_dir, facts):
         capacity = snap_disk['capacity_bytes']
         change_id = snap_disk['change_id']
         decision = self._decide(disk, change_id, state, vm_uuid, cbt_before, capacity=capacity)
@@ -713,7 +716,6 @@ class CbtSnapshot(object):
         except (IOError, OSError) as exc:
             raise ExtentsDirError('cannot write %s: %s' % (path, exc.strerror or exc), operation='write extents file',
                                   vm=self.vm_name, disk=disk['label'])
-        written.append(path)
         return self._disk_result(disk, snap_disk, decision, path, count, changed_bytes)
 
     def _cleanup(self, error, created, written):

@@ -305,7 +305,7 @@ def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, vali
                                   % (where, username), operation=operation)
     except ssl.SSLCertVerificationError as exc:
         raise ConnectionFailedError('the TLS certificate of %s cannot be verified (%s); install its CA or set '
-                                    'validate_certs: false' % (where, exc.verify_message or exc),
+                                    'validate_certs: false' % (where, getattr(exc, 'verify_message', None) or exc),
                                     operation=operation)
     except vim.fault.HostConnectFault as exc:
         raise ConnectionFailedError('cannot reach %s: %s' % (where, fault_message(exc)), operation=operation)
