@@ -644,9 +644,10 @@ class ProgressReporter(object):
         ``ok=True``: Complete/Completed at 100 %. ``ok=False``: Transfer/Failed
         with ``message`` and the last numbers. Waits at most ``finish_timeout``
         seconds while the VMA answers; when it is failing or not answering
-        (the last send failed, or one has been in flight for over 0.5 s) at
-        most 0.25 s more: the copy is not held up by a broken VMA (the
-        daemon thread keeps trying while the process lives).
+        (the last send failed, or one has been in flight for over 0.5 s) it
+        returns once the final send failed or after 0.25 s: the copy is not
+        held up by a broken VMA (the daemon thread keeps trying while the
+        process lives).
         """
         if not self.enabled:
             return
@@ -684,7 +685,7 @@ class ProgressReporter(object):
                 now = time.monotonic()
                 if now >= deadline:
                     return
-                if self._unhealthy_locked(now) and now - began >= UNHEALTHY_GRACE:
+                if self._unhealthy_locked(now) and (self._final_attempts or now - began >= UNHEALTHY_GRACE):
                     return
                 self._cond.wait(min(deadline - now, 0.05))
 
@@ -816,9 +817,15 @@ class ProgressReporter(object):
                     'The copy itself is not affected.' % (self.vma_url, self._what(), self.failed,
                                                          self.attempts, errors))
             if self._finishing and not self._final_delivered:
+                if self._sending:
+                    why = 'a request has been waiting %.1f s for an answer' % (time.monotonic() - self._attempt_began)
+                elif self._last_error:
+                    why = 'last error: %s' % self._last_error
+                else:
+                    why = 'not sent yet'
                 warnings.append(
-                    'The final progress update (%s) for %s was not confirmed by the VMA at %s; '
-                    'the VMA may show outdated progress.' % (self._status, self._what(), self.vma_url))
+                    'The final progress update (%s) for %s was not confirmed by the VMA at %s (%s); '
+                    'the VMA may show outdated progress.' % (self._status, self._what(), self.vma_url, why))
             if self._invalid_updates:
                 warnings.append('%d progress updates for %s had non-numeric byte counts and were ignored.'
                                 % (self._invalid_updates, self._what()))
