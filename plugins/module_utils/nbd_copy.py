@@ -259,9 +259,10 @@ def align_runs(runs, align, capacity):
     for start, length, is_zero in runs:
         end = start + length
         if is_zero:
+            at_capacity = end >= capacity
             start, end = align_up(start, align), min(align_down(end, align), capacity)
-            if end == capacity and capacity % align:
-                end = capacity
+            if at_capacity:
+                end = capacity  # the disk's own unaligned tail
         else:
             start, end = align_down(start, align), min(align_up(end, align), capacity)
         if out:
@@ -383,7 +384,7 @@ def open_handle(uri, role, disk=None, block_status=False):
             handle.add_meta_context(BASE_ALLOCATION)
         handle.connect_uri(uri)
     except nbd.Error as exc:
-        raise ConnectError('cannot connect to the %s %s: %s' % (role, uri, exc.string),
+        raise ConnectError('cannot connect to the %s %s of %s: %s' % (role, uri, disk or 'the disk', exc.string),
                            operation='connect to %s' % role, disk=disk)
     return handle
 
@@ -1146,7 +1147,7 @@ def copy_disk(source, target, extents=None, extents_file=None, sync_type=None, t
               disk_key=None, change_id=None, progress=None, progress_factory=None, check_mode=False):
     """Copy a disk and commit its changeId; return the module's result dict.
 
-    ``progress_factory(total_bytes, sync_type)`` may return an object with
+    ``progress_factory(total_bytes, sync_type, disk_key)`` may return an object with
     ``start()``, ``update(done, moved)`` and ``finish(ok, message)`` (the VMA
     ProgressReporter); ``progress`` is a plain ``(done, moved)`` callable.
     Order: validate (nothing written on error) -> copy -> flush -> verify ->
@@ -1209,7 +1210,7 @@ def copy_disk(source, target, extents=None, extents_file=None, sync_type=None, t
             })
             return result
         if progress_factory is not None:
-            reporter = progress_factory(job.scope_bytes, sync_type)
+            reporter = progress_factory(job.scope_bytes, sync_type, disk_key)
             if reporter is not None:
                 reporter.start()
                 job.progress = _chain(progress, reporter.update)
@@ -1273,3 +1274,46 @@ def _chain(first, second):
         first(done, moved)
         second(done, moved)
     return both
+
+
+def progress_factory(reporter_class, params):
+    """Return a ``progress_factory`` for :func:`copy_disk` building VMA reporters from module params.
+
+    ``reporter_class`` is ``vma.ProgressReporter`` (passed in so that this
+    module does not need ``requests``).
+    """
+    def factory(total_bytes, sync_type, disk_key):
+        disk_id = params.get('disk_id')
+        if not disk_id and disk_key is not None:
+            disk_id = 'disk-%s' % disk_key
+        return reporter_class(params['vma_url'], params.get('job_id'), disk_id, sync_type, total_bytes,
+                              token=params.get('token'), validate_certs=params.get('validate_certs', True),
+                              interval=params.get('progress_interval') or 2.0)
+    return factory
+
+
+def error_message(exc):
+    """The failure message: names the operation, the disk and (for I/O) the offset."""
+    message = getattr(exc, 'message', None) or str(exc)
+    if isinstance(exc, CopyIOError) and exc.offset is not None:
+        return message
+    prefix = getattr(exc, 'operation', None)
+    if not prefix:
+        return message
+    disk = getattr(exc, 'disk', None)
+    if disk and disk not in message:
+        prefix += ' of %s' % disk
+    offset = getattr(exc, 'offset', None)
+    if offset is not None and 'offset' not in message:
+        prefix += ' at offset %d' % offset
+    return '%s failed: %s' % (prefix, message)
+
+
+def error_details(exc):
+    """Structured fields of a failure for the module result."""
+    details = {}
+    for key in ('operation', 'disk', 'offset'):
+        value = getattr(exc, key, None)
+        if value is not None:
+            details['failed_' + key if key != 'operation' else 'failed_operation'] = value
+    return details
