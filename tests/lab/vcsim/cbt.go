@@ -68,8 +68,9 @@ type snapDisk struct {
 }
 
 type snapState struct {
-	vm    types.ManagedObjectReference
-	disks map[int32]*snapDisk
+	vm         types.ManagedObjectReference
+	disks      map[int32]*snapDisk
+	extraFiles []string // the simulator's own snapshot files (.vmsn)
 }
 
 type vmInfo struct {
@@ -454,19 +455,28 @@ func (l *lab) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
 	if !ok {
 		return
 	}
-	relevant := false
+	devices, snapshots := false, false
 	for _, c := range changes {
 		if c.Name == "config.hardware.device" {
-			relevant = true
+			devices = true
+		}
+		if strings.HasPrefix(c.Name, "snapshot") {
+			snapshots = true
 		}
 	}
-	if !relevant {
+	if !devices && !snapshots {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	vi := l.vms[vm.Self]
 	if vi == nil || vm.Config == nil {
+		return
+	}
+	if snapshots {
+		l.syncSnapshotsLocked(vm)
+	}
+	if !devices {
 		return
 	}
 	enabled := vm.Config.ChangeTrackingEnabled != nil && *vm.Config.ChangeTrackingEnabled
@@ -513,17 +523,85 @@ func (l *lab) RemoveObject(ref types.ManagedObjectReference) {
 		return
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropSnapshotLocked(ref)
+}
+
+func (l *lab) dropSnapshotLocked(ref types.ManagedObjectReference) {
 	st := l.snaps[ref]
-	delete(l.snaps, ref)
-	l.mu.Unlock()
 	if st == nil {
 		return
 	}
+	delete(l.snaps, ref)
+	files := st.extraFiles
 	for _, sd := range st.disks {
-		if err := os.Remove(sd.frozen); err != nil && !os.IsNotExist(err) {
-			log.Printf("removing %s: %s", sd.frozen, err)
+		files = append(files, sd.frozen)
+	}
+	for _, f := range files {
+		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+			log.Printf("removing %s: %s", f, err)
 		}
 	}
+}
+
+func snapshotTreeRefs(tree []types.VirtualMachineSnapshotTree, out map[types.ManagedObjectReference]bool) {
+	for _, t := range tree {
+		out[t.Snapshot] = true
+		snapshotTreeRefs(t.ChildSnapshotList, out)
+	}
+}
+
+// syncSnapshotsLocked runs on every change of a VM's snapshot tree.
+//
+// 1. The simulator's removeSnapshotFiles deletes the files whose
+// LayoutEx key equals the snapshot layout's DataKey, but RefreshStorageInfo
+// (run after each removal) renumbers every LayoutEx file: a later removal
+// then deletes whatever file got that key, e.g. a live disk image. So we
+// take the snapshot's own files (.vmsn) over: remember their paths, point
+// DataKey at no file, and delete them ourselves with the frozen images.
+//
+// 2. Snapshots no longer in the tree (RemoveSnapshot, RemoveAllSnapshots,
+// removeChildren) lose their frozen images.
+func (l *lab) syncSnapshotsLocked(vm *mo.VirtualMachine) {
+	if vm.LayoutEx != nil {
+		for i := range vm.LayoutEx.Snapshot {
+			sl := &vm.LayoutEx.Snapshot[i]
+			if sl.DataKey < 0 {
+				continue
+			}
+			st := l.snaps[sl.Key]
+			for _, f := range vm.LayoutEx.File {
+				if f.Key == sl.DataKey && st != nil {
+					if p, err := l.localPath(f.Name); err == nil {
+						st.extraFiles = append(st.extraFiles, p)
+					}
+				}
+			}
+			sl.DataKey = -2
+		}
+	}
+	inTree := map[types.ManagedObjectReference]bool{}
+	if vm.Snapshot != nil {
+		snapshotTreeRefs(vm.Snapshot.RootSnapshotList, inTree)
+	}
+	for ref, st := range l.snaps {
+		if st.vm == vm.Self && !inTree[ref] {
+			l.dropSnapshotLocked(ref)
+		}
+	}
+}
+
+// localPath maps "[ds] rel/path" to a local path.
+func (l *lab) localPath(dsPath string) (string, error) {
+	var p object.DatastorePath
+	if !p.FromString(dsPath) {
+		return "", fmt.Errorf("not a datastore path: %q", dsPath)
+	}
+	root, ok := l.datastores[p.Datastore]
+	if !ok {
+		return "", fmt.Errorf("unknown datastore in %q", dsPath)
+	}
+	return filepath.Join(root, p.Path), nil
 }
 
 func (vi *vmInfo) diskByKey(key int32) *diskState {
