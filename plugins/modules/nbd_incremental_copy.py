@@ -131,7 +131,7 @@ options:
     description:
       - Sync state file of the VM (one per VM). After a successful copy and flush, O(change_id),
         the disk size and O(target) are committed there for O(disk_key), atomically.
-      - For an incremental copy it is also checked first: the extents must be relative to the
+      - For an incremental copy it is also checked first; the extents must be relative to the
         changeId recorded there for this disk, onto the same target.
       - Untouched when the copy fails.
     type: path
@@ -217,7 +217,7 @@ bytes_zeroed:
   sample: 0
 bytes_skipped:
   description:
-    - Bytes of the disk not written: areas outside the extents, and holes and zeros skipped on a
+    - Bytes of the disk not written, that is areas outside the extents, and holes and zeros skipped on a
       zero target.
   returned: always
   type: int
