@@ -360,11 +360,13 @@ def _error_details(response):
 class VmaClient(object):
     """One HTTP session to a VMA.
 
-    ``timeout`` is ``(connect, read)`` seconds. A request that gets no answer,
-    or an answer 429/500/502/503/504, is tried again up to ``retries`` times
-    with exponential backoff starting at ``backoff`` seconds (posting an
-    update is idempotent: it carries a state, not a delta). ``session`` and
-    ``sleep`` are injectable for tests.
+    ``timeout`` is ``(connect, read)`` seconds. A request that cannot connect
+    or is cut off, or gets an answer 429/500/502/503/504, is tried again up
+    to ``retries`` times with exponential backoff starting at ``backoff``
+    seconds (posting an update is idempotent: it carries a state, not a
+    delta). A read timeout is not retried (the VMA got the request and is
+    stalled: a stalled VMA costs one read timeout, not three). ``session``
+    and ``sleep`` are injectable for tests.
     """
 
     def __init__(self, vma_url, token=None, validate_certs=True, timeout=DEFAULT_TIMEOUT,
@@ -449,6 +451,8 @@ class VmaClient(object):
                 response = self._session.request(method, url, json=body, timeout=self.timeout)
             except Exception as exc:  # requests' exceptions, or anything a custom session raises
                 error = VmaUnreachableError(operation, shown_url, describe_exception(exc))
+                if HAS_REQUESTS and isinstance(exc, requests.exceptions.ReadTimeout):
+                    raise error  # a VMA that took the request and did not answer: asking again would wait again
             else:
                 code = response.status_code
                 if 200 <= code < 300:

