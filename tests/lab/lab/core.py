@@ -379,7 +379,7 @@ class Lab:
                 with open(img, "wb") as f:
                     f.truncate(disk_size)
                 sock = os.path.join(self.dir, "nbd", name + ".sock")
-                self._start_nbdkit(name, sock, img)
+                self._start_nbdkit(name, sock, img, foreground=(watch_pid == os.getpid()))
                 targets.append((name, sock, img))
 
         # wait for everything
@@ -388,7 +388,7 @@ class Lab:
         v = _wait_for(lambda: os.path.exists(vma_ready) and _read_json(vma_ready), timeout,
                       "the VMA receiver to start", self._procs.get("vma"), os.path.join(logs, "vma.log"))
         for name, sock, img in targets:
-            _wait_for(lambda: _nbd_answers(sock), timeout, "nbdkit for %s" % name, None,
+            _wait_for(lambda: _nbd_answers(sock), timeout, "nbdkit for %s" % name, self._procs.get("nbdkit-" + name),
                       os.path.join(logs, "nbdkit-%s.log" % name))
         for name in [t[0] for t in targets]:
             _wait_for(lambda: self._read_pid("nbdkit-" + name), timeout, "nbdkit pidfile for %s" % name)
@@ -486,10 +486,22 @@ class Lab:
         _write_json(os.path.join(self.run_dir, "vma-args.json"), {"watch_pid": watch_pid or 0}, private=True)
         return self._spawn("vma", argv, env, os.path.join(self.log_dir, "vma.log"))
 
-    def _start_nbdkit(self, name, sock, img):
+    def _start_nbdkit(self, name, sock, img, foreground=False):
         pidfile = self._pidfile("nbdkit-" + name)
         log = os.path.join(self.log_dir, "nbdkit-%s.log" % name)
         argv = ["nbdkit", "-U", sock, "-P", pidfile, "--log=stderr", "file", "file=" + img]
+        if foreground:
+            # Started by the process being watched (pytest): run as its child
+            # and exit with it, so a killed test run leaves no nbdkit behind.
+            argv[1:1] = ["-f", "--exit-with-parent"]
+            logf = open(log, "ab")
+            try:
+                self._procs["nbdkit-" + name] = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, cwd=self.dir,
+                    close_fds=True)
+            finally:
+                logf.close()
+            return
         with open(log, "ab") as logf:
             # nbdkit daemonizes: the foreground process exits at once; the
             # daemon writes the pidfile when it is ready.
