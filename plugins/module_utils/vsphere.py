@@ -32,10 +32,10 @@ except ImportError:  # pragma: no cover - only outside Ansible
 PYVMOMI_IMPORT_ERROR = None
 try:
     from pyVmomi import vim, vmodl
-    from pyVim.connect import SmartConnect, Disconnect
+    from pyVim.connect import SmartConnect
     HAS_PYVMOMI = True
 except ImportError:  # pragma: no cover - exercised by ansible-test's import test
-    vim = vmodl = SmartConnect = Disconnect = None
+    vim = vmodl = SmartConnect = None
     HAS_PYVMOMI = False
     PYVMOMI_IMPORT_ERROR = traceback.format_exc()
 
@@ -258,7 +258,8 @@ class Connection(object):
         if self.si is None:
             return
         try:
-            Disconnect(self.si)
+            # not pyVim's Disconnect(): it re-reads the service content first
+            self.content.sessionManager.Logout()
         except Exception:  # pylint: disable=broad-except
             pass
         self.si = None
