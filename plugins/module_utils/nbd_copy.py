@@ -711,8 +711,8 @@ class _Worker(object):
         if req.kind == PROBE and err in UNSUPPORTED_ERRNOS:
             # No block status after all: copy the segment, zero detection still applies.
             self.inflight -= 1
-            for offset, piece in reversed(list(split_range(req.offset, req.length, job.request_size,
-                                                             job.preferred))):
+            pieces = list(split_range(req.offset, req.length, job.request_size, job.preferred))
+            for offset, piece in reversed(pieces):
                 self.local.append((COPY, offset, piece))
             return
         if req.attempt < job.retries and err not in PERMANENT_ERRNOS and not job.failed:

@@ -29,7 +29,7 @@ description:
     O(vma_url) is set.
 version_added: 1.0.0
 author:
-  - migratekit.migration contributors
+  - migratekit.migration contributors (@migratekit)
 requirements:
   - libnbd Python bindings (C(import nbd), Debian package C(python3-libnbd)) on the host that runs the module.
 extends_documentation_fragment:
@@ -337,7 +337,7 @@ def argument_spec():
         retries=dict(type='int', default=nbd_copy.DEFAULT_RETRIES),
         verify=dict(type='str', choices=list(nbd_copy.VERIFY_CHOICES), default='none'),
         state_file=dict(type='path'),
-        disk_key=dict(type='int'),
+        disk_key=dict(type='int', no_log=False),
         change_id=dict(type='str'),
         vm_uuid=dict(type='str'),
         disk_id=dict(type='str'),
