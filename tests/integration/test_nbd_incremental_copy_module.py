@@ -22,7 +22,7 @@ from ansible_collections.migratekit.migration.plugins.module_utils import sync_s
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from test_nbd_copy import MiB, Nbdkit, compare, digest, garbage, patterned_chunks, write_image  # noqa: E402
+from test_nbd_copy_servers import MiB, Nbdkit, compare, digest, garbage, patterned_chunks, write_image  # noqa: E402
 
 pytest.importorskip('nbd')
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
