@@ -770,7 +770,6 @@ def run(conn, vm, state='present', check_mode=False, **options):
     return cycle.present()
 
 
-
 OPTION_NAMES = ('snapshot_name', 'quiesce', 'enable_cbt', 'mode', 'state_file', 'extents_dir', 'targets',
                 'keep_snapshot_on_failure')
 

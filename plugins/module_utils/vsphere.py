@@ -376,8 +376,8 @@ def fetch_many(conn, requests, operation='read properties', vm=None):
         props, missing = _content_to_dict(content, by_type.get(type(content.obj), []))
         for path, fault in missing.items():
             if HAS_PYVMOMI and isinstance(fault, vim.fault.NoPermission):
-                raise APIFaultError('no permission to read %s of %s (%s)' % (path, content.obj._moId,
-                                                                              fault_message(fault)),
+                raise APIFaultError('no permission to read %s of %s (%s)'
+                                    % (path, content.obj._moId, fault_message(fault)),
                                     operation=operation, vm=vm)
         result[content.obj._moId] = props
     return result

@@ -25,7 +25,7 @@ description:
   - With O(state=absent) the snapshot named O(snapshot_name) is removed, if it exists.
   - A failure after the snapshot was created removes it, unless O(keep_snapshot_on_failure=true).
 author:
-  - migratekit.migration contributors
+  - migratekit.migration contributors (@migratekit)
 extends_documentation_fragment:
   - migratekit.migration.vsphere
 attributes:

@@ -37,7 +37,7 @@ def run_playbook(lab, tmp_path, extra_args=()):
     cmd = [ANSIBLE_PLAYBOOK, '-i', lab.inventory, str(playbook), '--diff', '-v',
            '-e', 'ansible_python_interpreter=' + PYTHON] + list(extra_args)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=300,
-                          universal_newlines=True)
+                          universal_newlines=True, check=False)
     return proc
 
 

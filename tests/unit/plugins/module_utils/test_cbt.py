@@ -326,8 +326,8 @@ class FakeVM(object):
 
     def QueryChangedDiskAreas(self, snapshot, deviceKey, startOffset, changeId):
         self.calls.append(('Query', deviceKey, startOffset, changeId))
-        if self.fail_query:
-            raise self.fail_query
+        if self.fail_query is not None:
+            raise self.fail_query  # pylint: disable=raising-bad-type
         if changeId == '*':
             if self.refuse_star:
                 raise vim.fault.FileFault(msg='cannot compute allocated areas', file='disk')
