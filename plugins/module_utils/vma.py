@@ -561,7 +561,8 @@ class ProgressReporter(object):
             if sync_type is not None:
                 validate_choice('sync_type', sync_type, SYNC_TYPES)
             validate_count('total_bytes', total_bytes)
-            if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
+            if (isinstance(interval, bool) or not isinstance(interval, (int, float)) or math.isnan(interval)
+                    or interval <= 0):
                 raise VmaValidationError('interval', 'a positive number of seconds', interval)
             if sender is None:
                 self._client = VmaClient(vma_url, token=token, validate_certs=validate_certs,
@@ -818,8 +819,8 @@ class ProgressReporter(object):
                     errors = 'first error: %s; last error: %s' % (self._first_error, self._last_error)
                 warnings.append(
                     'Progress reporting to the VMA at %s for %s: %d of %d updates failed (%s). '
-                    'The copy itself is not affected.' % (self.vma_url, self._what(), self.failed,
-                                                         self.attempts, errors))
+                    'The copy itself is not affected.'
+                    % (self.vma_url, self._what(), self.failed, self.attempts, errors))
             if self._finishing and not self._final_delivered:
                 if self._sending:
                     why = 'a request has been waiting %.1f s for an answer' % (time.monotonic() - self._attempt_began)
@@ -865,13 +866,13 @@ def post_progress(params, check_mode=False, client_factory=None):
                         percent=params.get('percent'),
                         disk_id=params.get('disk_id'),
                         sync_type=params.get('sync_type'),
-                        message=params.get('message'))
+                        message=params.get('msg'))
     result = dict(changed=False, posted=False, url=url, update=body, job_id=job_id, warnings=[])
     if check_mode:
         result['changed'] = True
         return result
-    client = (client_factory or VmaClient)(params['vma_url'], token=params.get('token'),
-                            validate_certs=params.get('validate_certs', True))
+    client = (client_factory or VmaClient)(
+        params['vma_url'], token=params.get('token'), validate_certs=params.get('validate_certs', True))
     try:
         result['response'] = client.post_payload(job_id, body)
     except VmaRequestError as exc:
@@ -893,8 +894,8 @@ def read_progress(params, client_factory=None):
     """
     job_id = validate_job_id(resolve_job_id(params.get('job_id')))
     url = redact_url(progress_url(params['vma_url'], job_id))
-    client = (client_factory or VmaClient)(params['vma_url'], token=params.get('token'),
-                            validate_certs=params.get('validate_certs', True))
+    client = (client_factory or VmaClient)(
+        params['vma_url'], token=params.get('token'), validate_certs=params.get('validate_certs', True))
     try:
         progress = client.get_progress(job_id)
         found = True

@@ -18,7 +18,7 @@ description:
   - The copy module reports progress during a copy by itself; this module is for the transitions
     around it (Discover, Complete, Failed).
 author:
-  - migratekit.migration contributors
+  - migratekit.migration contributors (@migratekit)
 extends_documentation_fragment:
   - migratekit.migration.vma
   - migratekit.migration.vma.attributes
@@ -75,9 +75,10 @@ options:
       - Whether the cycle is a full or an incremental copy.
     type: str
     choices: [full, incremental]
-  message:
+  msg:
     description:
       - A human readable message, typically the reason of a failure (O(status=Failed)).
+      - Sent as the update's C(message) field (Ansible reserves the option name C(message)).
       - Cut to 1024 characters.
     type: str
   required:
@@ -123,7 +124,7 @@ EXAMPLES = r'''
     job_id: "{{ migration_job_id }}"
     stage: Transfer
     status: Failed
-    message: "{{ ansible_failed_result.msg | default('copy failed') }}"
+    msg: "{{ ansible_failed_result.msg | default('copy failed') }}"
     required: true
 '''
 
@@ -195,7 +196,7 @@ def main():
         percent=dict(type='float'),
         throughput_bps=dict(type='int'),
         sync_type=dict(type='str', choices=list(SYNC_TYPES)),
-        message=dict(type='str'),
+        msg=dict(type='str'),
         required=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

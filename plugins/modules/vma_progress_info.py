@@ -14,7 +14,7 @@ description:
     (C(GET {vma_url}/api/v1/progress/{job_id})), for playbooks that display it or wait on it.
   - A job the VMA does not know is not an error; the result has RV(found=false).
 author:
-  - migratekit.migration contributors
+  - migratekit.migration contributors (@migratekit)
 extends_documentation_fragment:
   - migratekit.migration.vma
   - migratekit.migration.vma.attributes

@@ -74,7 +74,7 @@ def run_module(collections_path, module, args, check=False, env=None):
     run_env.pop(JOB_ID_ENV, None)
     run_env.update(env or {})
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=run_env, timeout=120,
-                          universal_newlines=True)
+                          universal_newlines=True, check=False)
     head, dummy, body = proc.stdout.partition(' => ')
     assert body, 'unexpected ansible output: %s %s' % (proc.stdout, proc.stderr)
     return Run('FAILED' in head, json.loads(body), proc.stdout, proc.stderr)
@@ -113,12 +113,14 @@ def test_vma_progress_job_id_from_environment(collections_path, receiver):
 def test_vma_progress_failing_vma_is_a_warning_by_default(collections_path, receiver):
     receiver.state.mode = 'fail'
     out = run_module(collections_path, 'vma_progress', dict(
-        vma_url=receiver.url, job_id='job-3', token=TOKEN, stage='Transfer', status='Failed', message='copy failed'))
+        vma_url=receiver.url, job_id='job-3', token=TOKEN, stage='Transfer', status='Failed', msg='copy failed'))
     assert not out.failed, out.stdout
     assert out.result['changed'] is False and out.result['posted'] is False
     assert 'HTTP 500' in out.result['error']
     assert "[WARNING]: Cannot post the progress update for job 'job-3'" in out.warnings
-    assert len(received(receiver)) == 3  # bounded retries
+    entries = received(receiver)
+    assert len(entries) == 3  # bounded retries
+    assert entries[0]['body']['message'] == 'copy failed'
     assert TOKEN not in out.stdout + out.stderr
 
 

@@ -745,7 +745,7 @@ class FakeClient(object):
 def params(**kwargs):
     p = dict(vma_url=URL, job_id='job-1', token=TOKEN, validate_certs=True, stage='Complete', status='Completed',
              disk_id='2000', bytes_transferred=10, total_bytes=10, percent=None, throughput_bps=None,
-             sync_type='full', message=None, required=False)
+             sync_type='full', msg=None, required=False)
     p.update(kwargs)
     return p
 
@@ -770,6 +770,11 @@ def test_post_progress_check_mode_posts_nothing():
     result = vma.post_progress(params(), check_mode=True, client_factory=factory())
     assert result['changed'] is True and result['posted'] is False and 'response' not in result
     assert FakeClient.instances == []
+
+
+def test_post_progress_sends_msg_as_message():
+    result = vma.post_progress(params(status='Failed', stage='Transfer', msg='boom'), check_mode=True)
+    assert result['update']['message'] == 'boom'
 
 
 def test_post_progress_best_effort_and_required():

@@ -40,6 +40,7 @@ class Answer(object):
 class Session(object):
     calls = []
     answer = Answer(200, {'status': 'success'})
+    error = None
 
     def __init__(self):
         self.headers = {}
@@ -47,8 +48,8 @@ class Session(object):
 
     def request(self, method, url, json=None, timeout=None):
         Session.calls.append(dict(method=method, url=url, json=json, headers=dict(self.headers)))
-        if isinstance(Session.answer, Exception):
-            raise Session.answer
+        if Session.error is not None:
+            raise Session.error
         return Session.answer
 
     def close(self):
@@ -59,6 +60,7 @@ class Session(object):
 def session(monkeypatch):
     Session.calls = []
     Session.answer = Answer(200, {'status': 'success'})
+    Session.error = None
 
     class Client(vma.VmaClient):
         def __init__(self, *args, **kwargs):
@@ -92,9 +94,9 @@ def run_module(monkeypatch, module, args, check_mode=False):
 
 
 def test_posts_one_update(monkeypatch, session):
-    out = run_module(monkeypatch, vma_progress, dict(vma_url=URL, job_id='job 1', token=TOKEN, stage='Transfer',
-                                                    status='Running', disk_id='2000', bytes_transferred=25,
-                                                    total_bytes=100, throughput_bps=7, sync_type='full'))
+    args = dict(vma_url=URL, job_id='job 1', token=TOKEN, stage='Transfer', status='Running', disk_id='2000',
+                bytes_transferred=25, total_bytes=100, throughput_bps=7, sync_type='full')
+    out = run_module(monkeypatch, vma_progress, args)
     assert not out.failed and out.result['changed'] is True and out.result['posted'] is True
     call, = session.calls
     assert call['url'] == URL + '/api/v1/progress/job%201/update'
@@ -103,6 +105,13 @@ def test_posts_one_update(monkeypatch, session):
     assert call['headers']['Authorization'] == 'Bearer ' + TOKEN
     assert out.result['response'] == {'status': 'success'}
     assert TOKEN not in json.dumps(out.result)
+
+
+def test_msg_is_sent_as_message(monkeypatch, session):
+    args = dict(vma_url=URL, job_id='j', stage='Transfer', status='Failed', msg='target write failed')
+    out = run_module(monkeypatch, vma_progress, args)
+    assert not out.failed
+    assert session.calls[0]['json'] == dict(stage='Transfer', status='Failed', message='target write failed')
 
 
 def test_check_mode_posts_nothing(monkeypatch, session):
@@ -149,8 +158,8 @@ def test_bad_choice_is_rejected_by_the_argument_spec(monkeypatch, session):
 
 def test_unreachable_vma_is_a_warning_by_default(monkeypatch, session):
     session.answer = Answer(503, {'error': 'maintenance'})
-    out = run_module(monkeypatch, vma_progress, dict(vma_url=URL, job_id='j', token=TOKEN, stage='Complete',
-                                                    status='Completed'))
+    args = dict(vma_url=URL, job_id='j', token=TOKEN, stage='Complete', status='Completed')
+    out = run_module(monkeypatch, vma_progress, args)
     assert not out.failed
     assert out.result['changed'] is False and out.result['posted'] is False
     assert 'HTTP 503: maintenance' in out.result['error']
@@ -160,9 +169,9 @@ def test_unreachable_vma_is_a_warning_by_default(monkeypatch, session):
 
 
 def test_unreachable_vma_fails_when_required(monkeypatch, session):
-    session.answer = OSError('connection refused')
-    out = run_module(monkeypatch, vma_progress, dict(vma_url=URL, job_id='j', stage='Transfer', status='Failed',
-                                                    message='boom', required=True))
+    session.error = OSError('connection refused')
+    args = dict(vma_url=URL, job_id='j', stage='Transfer', status='Failed', msg='boom', required=True)
+    out = run_module(monkeypatch, vma_progress, args)
     assert out.failed
     assert out.result['msg'] == ("Cannot post the progress update for job 'j' at "
                                  "http://vma.test:8081/api/v1/progress/j/update: OSError: connection refused")
