@@ -563,3 +563,36 @@ def test_progress_factory_builds_a_reporter_from_module_params():
     nbd_copy.progress_factory(Reporter, params)(100, 'incremental', 2000)
     assert seen['args'] == ('http://127.0.0.1:1', 'j', 'disk-2000', 'incremental', 100)
     assert seen['kwargs'] == {'token': 's3cret', 'validate_certs': False, 'interval': 0.5}
+
+
+# ---------------------------------------------------------------- bounded memory
+
+def test_a_huge_extents_file_is_streamed_not_held(tmp_path):
+    """Validation and the request stream hold one extent at a time (40,000 here; a list of them would be megabytes)."""
+    import tracemalloc
+    count = 40000
+    capacity = count * 8192
+    path = str(tmp_path / 'many.json')
+    with open(path, 'w') as handle:
+        handle.write('{"capacity_bytes": %d, "change_id": "c/2", "disk_key": 2000, "extent_count": %d, '
+                     '"changed_bytes": %d, "previous_change_id": "c/1", "sync_type": "incremental", '
+                     '"extents": [\n' % (capacity, count, count * 512))
+        for index in range(count):
+            handle.write('[%d, 512]%s\n' % (index * 8192, ',' if index < count - 1 else ''))
+        handle.write(']}\n')
+    job = nbd_copy.DiskCopy('nbd+unix:///?socket=/s', 'nbd+unix:///?socket=/t',
+                            extents=nbd_copy.ExtentsFile(path), disk='disk 2000')
+    job.capacity, job.align, job.preferred = capacity, 4096, 4096
+    job.request_size, job.zero_size = 256 * KiB, 128 * MiB
+    tracemalloc.start()
+    try:
+        job._scan_extents()
+        requests = 0
+        for _item in job._copy_items():
+            requests += 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert job.extent_count == count and job.extent_bytes == count * 4096  # widened to the 4 KiB blocks
+    assert requests == count
+    assert peak < 1 * MiB, 'peak %d bytes: the extents were held in memory' % peak
