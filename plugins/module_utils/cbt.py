@@ -613,7 +613,7 @@ class CbtSnapshot(object):
                     raise CbtError('the disk is not in snapshot %s' % snapshot._moId, operation='read snapshot disks',
                                    vm=self.vm_name, disk=disk['label'])
                 results.append(self._disk_extents(disk, snap_disk, snapshot, state, vm_uuid, cbt_before,
-                                                  extents_dir, facts))
+                                                  extents_dir, facts, reused=bool(existing)))
         except Exception as exc:  # pylint: disable=broad-except
             error = exc if isinstance(exc, VSphereError) else CbtError(
                 '%s: %s' % (type(exc).__name__, exc), operation='compute changed areas', vm=self.vm_name)
@@ -670,14 +670,20 @@ class CbtSnapshot(object):
             'changed_bytes': changed_bytes,
         }
 
-    def _disk_extents(self, disk, snap_disk, snapshot, state, vm_uuid, cbt_before, extents_dir, facts):
+    def _disk_extents(self, disk, snap_disk, snapshot, state, vm_uuid, cbt_before, extents_dir, facts,
+                      reused=False):
         capacity = snap_disk['capacity_bytes']
         change_id = snap_disk['change_id']
-        decision = self._decide(disk, change_id, state, vm_uuid, cbt_before, capacity=capacity)
         if not change_id:
-            raise CbtUnsupportedError('the disk has no changeId in snapshot %s: Changed Block Tracking is not active '
-                                      'on it (power-cycle the VM or re-run to enable CBT)' % snapshot._moId,
+            if reused:
+                hint = ("it was taken while CBT was off: remove it (state=absent, snapshot_name=%s) and run again"
+                        % self.snapshot_name)
+            else:
+                hint = 'Changed Block Tracking is not active on the disk; power-cycle the VM and run again'
+            raise CbtUnsupportedError('the disk has no changeId in snapshot %s (%s); %s'
+                                      % (snapshot._moId, self.snapshot_name, hint),
                                       operation='read snapshot disks', vm=self.vm_name, disk=disk['label'])
+        decision = self._decide(disk, change_id, state, vm_uuid, cbt_before, capacity=capacity)
         extents = None
         if decision.sync_type == 'incremental':
             try:

@@ -600,3 +600,13 @@ def test_absent_in_check_mode_keeps_the_snapshot(fake, tmp_path):
     cycle(fake, tmp_path).present()
     result = cycle(fake, tmp_path, check_mode=True).absent()
     assert result['changed'] is True and len(fake.snapshots) == 1
+
+
+def test_reused_snapshot_from_before_cbt_is_refused_with_a_hint(fake, tmp_path):
+    fake.cbt_enabled = False
+    fake.CreateSnapshot_Task('migratekit', '', False, False)   # someone's snapshot, taken while CBT was off
+    fake.calls = []
+    with pytest.raises(cbt.CbtUnsupportedError) as info:
+        cycle(fake, tmp_path).present()
+    assert 'taken while CBT was off' in str(info.value) and 'state=absent' in str(info.value)
+    assert len(fake.snapshots) == 1   # not ours to remove: it existed before the task
