@@ -610,8 +610,10 @@ class CbtSnapshot(object):
             for disk in disks:
                 snap_disk = snapshot_disks.get(disk['key'])
                 if snap_disk is None:
-                    raise CbtError('the disk is not in snapshot %s' % snapshot._moId, operation='read snapshot disks',
-                                   vm=self.vm_name, disk=disk['label'])
+                    raise CbtError("the disk is not in snapshot %s (%s); was it added after the snapshot was taken? "
+                                   "Remove the snapshot (state=absent) and run again"
+                                   % (snapshot._moId, self.snapshot_name),
+                                   operation='read snapshot disks', vm=self.vm_name, disk=disk['label'])
                 results.append(self._disk_extents(disk, snap_disk, snapshot, state, vm_uuid, cbt_before,
                                                   extents_dir, facts, reused=bool(existing)))
         except Exception as exc:  # pylint: disable=broad-except
