@@ -298,6 +298,45 @@ def align_runs(runs, align, capacity):
     return merged
 
 
+def request_quantum(request_size, align):
+    """The unit of the large request lengths: a power of two, 64 KiB or more, at most 16 per request."""
+    quantum = max(64 * KiB, align)
+    while quantum * 16 < request_size:
+        quantum *= 2
+    return min(quantum, max(request_size, align))
+
+
+def class_pieces(offset, length, quantum, align):
+    """Split one request into pieces whose lengths come from a small fixed set.
+
+    The set: multiples of ``quantum`` (up to the request size) and powers of
+    two times ``align`` below ``quantum``; plus, at the very end of a disk
+    whose size is not a multiple of ``align``, that tail. No byte is added or
+    dropped; an unusual length costs a few more requests.
+    """
+    big = length - length % quantum
+    if big:
+        yield (offset, big)
+        offset += big
+        length -= big
+    while length >= align:
+        piece = align << ((length // align).bit_length() - 1)
+        yield (offset, piece)
+        offset += piece
+        length -= piece
+    if length:
+        yield (offset, length)
+
+
+def length_classes(request_size, quantum, align):
+    classes = set(range(quantum, request_size + 1, quantum))
+    piece = align
+    while piece < quantum:
+        classes.add(piece)
+        piece *= 2
+    return frozenset(classes)
+
+
 def throughput(bytes_moved, elapsed):
     return int(bytes_moved / elapsed) if elapsed > 0 else 0
 
@@ -450,6 +489,7 @@ class _Worker(object):
         self.seq = 0
         self.inflight = 0         # slot units in use (a verify request uses 2)
         self.pool = []            # memoryviews of request_size bytearrays
+        self.views = []           # per slot: {length: nbd.Buffer view}
         self.free = []
         self.written = 0
         self.zeroed = 0
@@ -465,10 +505,20 @@ class _Worker(object):
         if self.free:
             return self.free.pop()
         self.pool.append(memoryview(bytearray(self.job.request_size)))
+        self.views.append({})
         return len(self.pool) - 1
 
     def _buffer(self, slot, length):
-        return nbd.Buffer.from_buffer(self.pool[slot][:length])
+        # One nbd.Buffer per (slot, length), reused: libnbd 1.14's Python
+        # bindings keep a reference to every buffer object passed to
+        # aio_pread/aio_pwrite, so a new view per request would leak ~200
+        # bytes each. Request lengths come from a small set (see
+        # class_pieces), which bounds these views.
+        views = self.views[slot]
+        buf = views.get(length)
+        if buf is None:
+            buf = views[length] = nbd.Buffer.from_buffer(self.pool[slot][:length])
+        return buf
 
     def _release(self, req):
         if req.slot is not None:
@@ -563,6 +613,19 @@ class _Worker(object):
 
     def _start(self, item):
         kind, offset, length = item
+        if kind == COPY or kind == VERIFY or (kind == ZERO and self.zero_by_write):
+            job = self.job
+            if length > job.request_size:
+                pieces = list(split_range(offset, length, job.request_size, job.align))
+            else:
+                pieces = [(offset, length)]
+            if len(pieces) > 1 or length not in job.length_classes:
+                pieces = [piece for big in pieces
+                          for piece in class_pieces(big[0], big[1], job.quantum, job.align)]
+            if len(pieces) > 1:
+                for piece in reversed(pieces[1:]):
+                    self.local.append((kind,) + piece)
+                offset, length = pieces[0]
         req = _Request(self, kind, offset, length)
         if kind == COPY:
             req.slot = self._take_slot()
@@ -573,11 +636,6 @@ class _Worker(object):
             req.buf = self._buffer(req.slot, length)
             req.vslot = self._take_slot()
             req.vbuf = self._buffer(req.vslot, length)
-        elif kind == ZERO and self.zero_by_write and length > self.job.request_size:
-            pieces = list(split_range(offset, length, self.job.request_size, self.job.align))
-            for piece in reversed(pieces[1:]):
-                self.local.append((ZERO,) + piece)
-            req.offset, req.length = pieces[0]
         self.inflight += req.slots
         self._submit(req)
 
@@ -590,8 +648,7 @@ class _Worker(object):
                 self.dst.aio_pwrite(req.buf, req.offset, req.done)
             elif kind == ZERO:
                 if self.zero_by_write:
-                    self.dst.aio_pwrite(nbd.Buffer.from_buffer(self.job.zero_view[:req.length]), req.offset,
-                                        req.done)
+                    self.dst.aio_pwrite(self.job.zero_buffer(req.length), req.offset, req.done)
                 else:
                     self.dst.aio_zero(req.length, req.offset, req.done)
             elif kind == PROBE:
@@ -816,6 +873,9 @@ class DiskCopy(object):
         self.work = None
         self.flushed = False
         self.zero_view = None
+        self.zero_views = {}
+        self.quantum = 64 * KiB
+        self.length_classes = frozenset()
         self.stats = {}
 
     def _check_settings(self):
@@ -859,6 +919,8 @@ class DiskCopy(object):
         if self.preferred > self.request_size:
             self.preferred = self.align
         self.zero_size = max(self.request_size, align_down(ZERO_REQUEST_SIZE, self.align))
+        self.quantum = request_quantum(self.request_size, self.align)
+        self.length_classes = length_classes(self.request_size, self.quantum, self.align)
         # Several connections only when both servers say that is consistent (multi-conn),
         # as nbdcopy does; a source like nbdkit-vddk gets one connection, many requests.
         if self.source.can_multi_conn and self.target.can_multi_conn:
@@ -989,6 +1051,13 @@ class DiskCopy(object):
             for piece in split_range(offset, length, self.request_size, self.preferred):
                 yield (VERIFY,) + piece
 
+    def zero_buffer(self, length):
+        """A read-only zero-filled nbd.Buffer of ``length`` bytes, shared, one per length."""
+        buf = self.zero_views.get(length)
+        if buf is None:
+            buf = self.zero_views[length] = nbd.Buffer.from_buffer(self.zero_view[:length])
+        return buf
+
     def next_item(self, worker):
         items = self.work.take(BATCH)
         if not items:
@@ -1028,6 +1097,7 @@ class DiskCopy(object):
         self._connect_more()
         if self.zero_view is None:
             self.zero_view = memoryview(bytearray(self.request_size))
+            self.zero_views = {}
         self.work = _SafeIterator(items)
         self.failed = False
         self.error = None

@@ -75,6 +75,35 @@ def test_gaps_complement_the_extents():
     assert list(nbd_copy.gaps([(0, 30)], 30)) == []
 
 
+def test_request_quantum():
+    assert nbd_copy.request_quantum(256 * KiB, 1) == 64 * KiB
+    assert nbd_copy.request_quantum(32 * MiB, 1) == 2 * MiB
+    assert nbd_copy.request_quantum(16 * KiB, 512) == 16 * KiB
+    assert nbd_copy.request_quantum(64 * KiB, 128 * KiB) == 128 * KiB
+
+
+@pytest.mark.parametrize('length', [1, 511, 512, 4096, 65536, 65536 * 3 + 100, 262144, 200000, 262143])
+def test_class_pieces_cover_exactly_with_few_distinct_lengths(length):
+    pieces = list(nbd_copy.class_pieces(1000, length, 64 * KiB, 1))
+    assert sum(piece for _offset, piece in pieces) == length
+    assert pieces[0][0] == 1000
+    for (offset, piece), (next_offset, _next) in zip(pieces, pieces[1:]):
+        assert offset + piece == next_offset
+    classes = nbd_copy.length_classes(256 * KiB, 64 * KiB, 1)
+    assert all(piece in classes for _offset, piece in pieces)
+    assert len(pieces) <= 1 + 16
+
+
+def test_class_pieces_keep_an_unaligned_disk_tail_whole():
+    pieces = list(nbd_copy.class_pieces(0, 4096 + 4096 + 100, 64 * KiB, 4096))
+    assert pieces == [(0, 8192), (8192, 100)]
+
+
+def test_length_classes_are_a_small_set():
+    assert len(nbd_copy.length_classes(32 * MiB, nbd_copy.request_quantum(32 * MiB, 1), 1)) <= 16 + 21
+    assert len(nbd_copy.length_classes(256 * KiB, 64 * KiB, 512)) == 4 + 7
+
+
 # ---------------------------------------------------------------- block status
 
 def test_runs_from_block_status_merges_and_clips():
@@ -186,7 +215,12 @@ class FakeJob(object):
         self.disk = 'disk 2000'
         self.target = FakeServer(can_zero)
         self.zero_view = memoryview(bytearray(self.request_size))
+        self.quantum = nbd_copy.request_quantum(self.request_size, self.align)
+        self.length_classes = nbd_copy.length_classes(self.request_size, self.quantum, self.align)
         self.reports = 0
+
+    def zero_buffer(self, length):
+        return nbd.Buffer.from_buffer(self.zero_view[:length])
 
     def fail(self, error):
         if not self.failed:
@@ -331,6 +365,20 @@ def test_block_status_holes_are_skipped_on_a_zero_target():
     complete(worker, req)
     assert all(item[0] == nbd_copy.COPY for item in worker.local)
     assert worker.done_bytes == 1 * MiB
+
+
+def test_odd_lengths_are_split_into_classes_and_buffer_views_are_reused():
+    job, worker = make_worker()
+    worker._start((nbd_copy.COPY, 0, 65536 + 4096 + 100))
+    assert worker.src.calls == [('pread', 0, 65536)]
+    assert list(reversed(worker.local)) == [(nbd_copy.COPY, 65536, 4096), (nbd_copy.COPY, 69632, 64),
+                                            (nbd_copy.COPY, 69696, 32), (nbd_copy.COPY, 69728, 4)]
+    first = worker._last.buf
+    worker.free.append(worker._last.slot)
+    worker.inflight = 0
+    worker.local = []
+    worker._start((nbd_copy.COPY, 1 << 20, 65536))
+    assert worker._last.buf is first, 'the same nbd.Buffer view is reused for the same slot and length'
 
 
 def test_pool_is_bounded_and_reused():
