@@ -149,6 +149,9 @@ class ReceiverState:
 class Handler(BaseHTTPRequestHandler):
     server_version = "migratekit-lab-vma/1"
     protocol_version = "HTTP/1.1"
+    # Keep-alive replies are small: without TCP_NODELAY each one waits ~40 ms
+    # for the client's delayed ACK (Nagle), which would skew timing tests.
+    disable_nagle_algorithm = True
 
     @property
     def state(self):
