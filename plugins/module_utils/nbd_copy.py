@@ -67,6 +67,7 @@ DEFAULT_REQUESTS_IN_FLIGHT = 32
 DEFAULT_RETRIES = 5
 DEFAULT_RETRY_DELAY = 0.1          # first backoff, doubled per attempt, jittered
 MAX_RETRY_DELAY = 5.0
+DEFAULT_IO_TIMEOUT = 300           # seconds without any reply while requests are in flight
 MAX_CONNECTIONS = 16
 MAX_REQUESTS_IN_FLIGHT = 1024
 MIN_REQUEST_SIZE = 4 * KiB
@@ -548,6 +549,7 @@ class _Worker(object):
         poller.register(dfd, 0)
         pairs = ((self.src, sfd), (self.dst, dfd))
         exhausted = False
+        last_io = time.monotonic()
         pollin = select.POLLIN
         pollout = select.POLLOUT
         read_mask = select.POLLIN | select.POLLHUP | select.POLLERR
@@ -586,7 +588,8 @@ class _Worker(object):
                 if direction & dir_write:
                     events |= pollout
                 poller.modify(fd, events)
-            for fd, revents in poller.poll(timeout):
+            ready = poller.poll(timeout)
+            for fd, revents in ready:
                 handle = self.src if fd == sfd else self.dst
                 if revents & read_mask:
                     handle.aio_notify_read()
@@ -594,6 +597,19 @@ class _Worker(object):
                     handle.aio_notify_write()
             if self.completed:
                 self._process()
+                last_io = time.monotonic()
+            elif not ready:
+                waiting = [role for handle, role in ((self.src, 'source'), (self.dst, 'target'))
+                           if handle.aio_in_flight()]
+                if not waiting:
+                    last_io = time.monotonic()
+                elif time.monotonic() - last_io > job.io_timeout:
+                    job.fail(CopyIOError('no reply from the %s for %d s (%s of %s)'
+                                         % (' and '.join(waiting), job.io_timeout, job.disk,
+                                            ', '.join(job.uri(role) for role in waiting)),
+                                         operation='wait for %s' % waiting[0], disk=job.disk))
+                    self.inflight = 0
+                    return
             for handle, role in ((self.src, 'source'), (self.dst, 'target')):
                 if handle.aio_is_dead() or handle.aio_is_closed():
                     if not job.failed:
@@ -680,6 +696,11 @@ class _Worker(object):
                 err = req.error
             if err:
                 self._failed(req, err)
+                continue
+            if job.failed and kind in (COPY, PROBE, VERIFY):
+                # another request failed for good: send nothing new, just drain
+                self._release(req)
+                self.inflight -= req.slots
                 continue
             if kind == COPY:
                 if req.buf.is_zero():
@@ -834,7 +855,7 @@ class DiskCopy(object):
     def __init__(self, source, target, extents=None, fill_gaps=False, target_is_zero=False,
                  connections=DEFAULT_CONNECTIONS, request_size=DEFAULT_REQUEST_SIZE,
                  requests_in_flight=DEFAULT_REQUESTS_IN_FLIGHT, retries=DEFAULT_RETRIES,
-                 retry_delay=DEFAULT_RETRY_DELAY, progress=None, disk='disk'):
+                 retry_delay=DEFAULT_RETRY_DELAY, progress=None, disk='disk', io_timeout=None):
         if not HAS_NBD:
             raise NbdCopyError('the nbd Python module (Debian package python3-libnbd) is required: %s'
                                % NBD_IMPORT_ERROR, operation='import nbd', disk=disk)
@@ -848,6 +869,7 @@ class DiskCopy(object):
         self.requests_in_flight = int(requests_in_flight)
         self.retries = int(retries)
         self.retry_delay = float(retry_delay)
+        self.io_timeout = float(io_timeout or DEFAULT_IO_TIMEOUT)
         self.progress = progress
         self.disk = disk
         self._check_settings()
@@ -1162,9 +1184,17 @@ class DiskCopy(object):
         return sum(w.verified for w in self.workers)
 
     def close(self):
+        """Disconnect. Drops every reference to the handles so that libnbd closes them now
+        (pending callbacks refer to the workers, which refer to the handles)."""
         for src, dst in self.pairs:
             close_handle(src)
             close_handle(dst)
+        for worker in self.workers:
+            worker.src = worker.dst = None
+            worker.completed = []
+            worker.retry = []
+            worker.local = []
+        self.workers = []
         self.pairs = []
 
     def settings(self):
@@ -1214,7 +1244,8 @@ def copy_disk(source, target, extents=None, extents_file=None, sync_type=None, t
               connections=DEFAULT_CONNECTIONS, request_size=DEFAULT_REQUEST_SIZE,
               requests_in_flight=DEFAULT_REQUESTS_IN_FLIGHT, retries=DEFAULT_RETRIES,
               retry_delay=DEFAULT_RETRY_DELAY, verify='none', state_file=None, vm_uuid=None,
-              disk_key=None, change_id=None, progress=None, progress_factory=None, check_mode=False):
+              disk_key=None, change_id=None, progress=None, progress_factory=None, check_mode=False,
+              io_timeout=None):
     """Copy a disk and commit its changeId; return the module's result dict.
 
     ``progress_factory(total_bytes, sync_type, disk_key)`` may return an object with
@@ -1256,7 +1287,7 @@ def copy_disk(source, target, extents=None, extents_file=None, sync_type=None, t
     job = DiskCopy(source, target, extents=extent_source, fill_gaps=(sync_type == 'full'),
                    target_is_zero=target_is_zero, connections=connections, request_size=request_size,
                    requests_in_flight=requests_in_flight, retries=retries, retry_delay=retry_delay,
-                   progress=progress, disk=disk)
+                   progress=progress, disk=disk, io_timeout=io_timeout)
     reporter = None
     result = {}
     try:

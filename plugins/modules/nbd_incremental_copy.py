@@ -119,6 +119,12 @@ options:
         between tries) before the copy fails.
     type: int
     default: 5
+  io_timeout:
+    description:
+      - Seconds without any reply from a server, while requests are in flight, before the copy
+        fails (a stalled server or network).
+    type: int
+    default: 300
   verify:
     description:
       - V(none) trusts the writes and the flush.
@@ -335,6 +341,7 @@ def argument_spec():
         request_size=dict(type='int', default=nbd_copy.DEFAULT_REQUEST_SIZE),
         requests_in_flight=dict(type='int', default=nbd_copy.DEFAULT_REQUESTS_IN_FLIGHT),
         retries=dict(type='int', default=nbd_copy.DEFAULT_RETRIES),
+        io_timeout=dict(type='int', default=nbd_copy.DEFAULT_IO_TIMEOUT),
         verify=dict(type='str', choices=list(nbd_copy.VERIFY_CHOICES), default='none'),
         state_file=dict(type='path'),
         disk_key=dict(type='int', no_log=False),
@@ -360,7 +367,7 @@ def main():
             connections=params['connections'], request_size=params['request_size'],
             requests_in_flight=params['requests_in_flight'], retries=params['retries'], verify=params['verify'],
             state_file=params['state_file'], vm_uuid=params['vm_uuid'], disk_key=params['disk_key'],
-            change_id=params['change_id'], check_mode=module.check_mode,
+            change_id=params['change_id'], check_mode=module.check_mode, io_timeout=params['io_timeout'],
             progress_factory=nbd_copy.progress_factory(ProgressReporter, params) if params['vma_url'] else None)
     except nbd_copy.NbdCopyError as exc:
         module.fail_json(msg=nbd_copy.error_message(exc), **nbd_copy.error_details(exc))

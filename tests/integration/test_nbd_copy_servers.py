@@ -283,6 +283,17 @@ def test_eio_that_never_clears_fails_after_the_retries(tmp_path, servers):
     assert 'EIO' in str(caught.value)
 
 
+def test_a_stalled_server_fails_after_the_io_timeout(tmp_path, servers):
+    source = write_image(str(tmp_path / 'source.img'), MiB, [(0, b'\x01' * MiB)])
+    target = write_image(str(tmp_path / 'target.img'), MiB)
+    src = servers('src', 'file', source, 'delay-read=3', read_only=True, filters=['delay'])
+    dst = servers('dst', 'file', target)
+    started = time.monotonic()
+    with pytest.raises(nbd_copy.CopyIOError, match='no reply from the source for 1 s'):
+        nbd_copy.copy_disk(src.uri, dst.uri, io_timeout=1)
+    assert time.monotonic() - started < 2.9
+
+
 # ---------------------------------------------------------------- validation before writing
 
 def test_target_smaller_than_source_fails_before_writing(tmp_path, servers):
