@@ -22,8 +22,10 @@ target, and prints medians (``--json``: one JSON object).
 
 The engine runs in a child process (the same interpreter) so that its peak RSS
 (``ru_maxrss``, interpreter included) is its own; its time is the
-``copy_disk()`` call: connect, validate, copy, flush. nbdcopy's time is its
-process's wall time (it connects and flushes too).
+``copy_disk()`` call: connect, validate, copy, flush (``ours_s``, ``ratio``);
+``ours_process_s`` / ``ratio_process`` also count starting Python and importing
+the engine. nbdcopy's time is its process's wall time (it connects and flushes
+too).
 
 Usage:  .venv/bin/python benchmarks/copy_bench.py --mode full --size 4G --runs 3 --json
 """
@@ -162,8 +164,12 @@ def run_engine(workdir, source_uri, target_uri, args, extents_file):
     spec_path = os.path.join(workdir, 'engine-spec.json')
     with open(spec_path, 'w') as handle:
         json.dump(spec, handle)
+    started = time.monotonic()
     out = subprocess.check_output([sys.executable, os.path.abspath(__file__), '--engine-child', spec_path])
-    return json.loads(out.decode().strip().splitlines()[-1])
+    wall = time.monotonic() - started
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    result['process_s'] = wall
+    return result
 
 
 def run_nbdcopy(source_uri, target_uri, extra):
@@ -213,7 +219,7 @@ def bench(args):
         servers.append(source)
         nbdcopy_source = servers[0] if args.mode == 'incremental' else source
 
-        ours, theirs, rss, moved, cpu = [], [], [], [], []
+        ours, theirs, rss, moved, cpu, process = [], [], [], [], [], []
         for run in range(args.runs):
             order = ('ours', 'nbdcopy') if run % 2 == 0 else ('nbdcopy', 'ours')
             for who in order:
@@ -222,6 +228,7 @@ def bench(args):
                     if who == 'ours':
                         out = run_engine(workdir, engine_source.uri, target.uri, args, extents_file)
                         ours.append(out['elapsed'])
+                        process.append(out['process_s'])
                         rss.append(out['peak_rss_kib'] / 1024.0)
                         cpu.append(out['cpu_s'])
                         moved.append(out['result']['bytes_written'])
@@ -246,6 +253,8 @@ def bench(args):
             'ratio': round(statistics.median(ratios), 3),
             'ours_peak_rss_mib': round(max(rss), 1),
             'ours_cpu_s': round(statistics.median(cpu), 3),
+            'ours_process_s': round(statistics.median(process), 3),
+            'ratio_process': round(statistics.median([a / b for a, b in zip(process, theirs)]), 3),
             'runs': args.runs,
             'ours_all_s': [round(value, 3) for value in ours],
             'nbdcopy_all_s': [round(value, 3) for value in theirs],
