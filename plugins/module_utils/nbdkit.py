@@ -418,6 +418,44 @@ def read_log(path, limit=4000):
         return ''
 
 
+def sockets_in(directory):
+    """Sockets of servers (running or left over) in ``directory``, from their pidfiles and socket files."""
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return []
+        raise NbdkitError('cannot list %s: %s' % (directory, exc), 'inspect', directory)
+    found = set()
+    for name in names:
+        path = os.path.join(directory, name)
+        if name.endswith('.pid'):
+            found.add(path[:-len('.pid')])
+        elif name.startswith('.') and PASSWORD_MARK in name:
+            found.add(os.path.join(directory, name[1:name.index(PASSWORD_MARK)]))
+        else:
+            try:
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    found.add(path)
+            except OSError:
+                pass
+    return sorted(found)
+
+
+def stop_all(directory, timeout=60.0, check_mode=False):
+    """Stop every server whose socket or pidfile is in ``directory``; return ``(changed, [results])``."""
+    changed = False
+    results = []
+    for sock in sockets_in(directory):
+        server = NbdkitServer({'socket': sock, 'pidfile': default_pidfile(sock), 'transport': None},
+                              timeout=timeout)
+        one_changed, result = server.ensure_stopped(check_mode=check_mode)
+        changed = changed or one_changed
+        if one_changed:
+            results.append(result)
+    return changed, results
+
+
 class NbdkitServer(object):
     """One nbdkit server, identified by its socket (and pidfile)."""
 

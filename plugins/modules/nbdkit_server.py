@@ -40,8 +40,14 @@ options:
   socket:
     description:
       - Absolute path of the unix socket to serve on (at most 107 bytes). Its directory must be private (0700).
+      - Exactly one of O(socket) and O(socket_dir) is required.
     type: path
-    required: true
+  socket_dir:
+    description:
+      - With O(state=stopped) only, instead of O(socket), stop every server of this module whose socket or
+        pidfile is in this directory (for example the leftovers of an interrupted run) and remove their files.
+        A missing directory is fine.
+    type: path
   pidfile:
     description:
       - Where nbdkit writes its process id. Defaults to I(socket) with C(.pid) appended.
@@ -202,31 +208,36 @@ EXAMPLES = r'''
   migratekit.migration.nbdkit_server:
     socket: /run/migratekit/cycle-1/disk-2000.sock
     state: stopped
+
+- name: Stop every server in a directory
+  migratekit.migration.nbdkit_server:
+    socket_dir: /run/migratekit/cycle-1
+    state: stopped
 '''
 
 RETURN = r'''
 socket:
   description: The unix socket.
-  returned: always
+  returned: with O(socket)
   type: str
   sample: /run/migratekit/cycle-1/disk-2000.sock
 uri:
   description: The NBD URI of the export, for libnbd (C(nbd+unix:///?socket=...)).
-  returned: always
+  returned: with O(socket)
   type: str
   sample: nbd+unix:///?socket=/run/migratekit/cycle-1/disk-2000.sock
 pid:
   description: Process id of the server (of the stopped one with I(state=stopped)); null when none ran.
-  returned: always
+  returned: with O(socket)
   type: int
   sample: 12345
 pidfile:
   description: The pidfile.
-  returned: always
+  returned: with O(socket)
   type: str
 log_file:
   description: nbdkit's log (its stderr), in the socket's directory; removed when the server stops.
-  returned: always
+  returned: with O(socket)
   type: str
 argv:
   description: The server's command line (with I(transport=vddk) it holds C(password=+FILE), never the password).
@@ -244,8 +255,14 @@ restarted:
   type: bool
 transport:
   description: The transport served.
-  returned: always
+  returned: with O(socket)
   type: str
+stopped:
+  description: With O(socket_dir), the servers that were (or would be) stopped, each with RV(socket), RV(pid) and
+    RV(pidfile).
+  returned: with O(socket_dir)
+  type: list
+  elements: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -257,7 +274,8 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type='str', choices=['started', 'stopped'], default='started'),
-            socket=dict(type='path', required=True),
+            socket=dict(type='path'),
+            socket_dir=dict(type='path'),
             pidfile=dict(type='path'),
             transport=dict(type='str', choices=list(nbdkit.TRANSPORTS), default='file'),
             path=dict(type='path'),
@@ -286,10 +304,22 @@ def main():
         required_if=[
             ('transport', 'vddk', ('server', 'username', 'password', 'thumbprint', 'vm_moref', 'backing_file')),
         ],
+        required_one_of=[('socket', 'socket_dir')],
+        mutually_exclusive=[('socket', 'socket_dir')],
         supports_check_mode=True,
     )
     params = module.params
     state = params['state']
+    if params['socket_dir']:
+        if state != 'stopped':
+            module.fail_json(msg='nbdkit_server: socket_dir is only for state=stopped; give socket to start a server')
+        try:
+            changed, stopped = nbdkit.stop_all(params['socket_dir'], timeout=params['timeout'],
+                                               check_mode=module.check_mode)
+        except nbdkit.NbdkitError as exc:
+            module.fail_json(msg='nbdkit_server: cannot %s the servers in %s: %s'
+                             % (exc.operation, params['socket_dir'], exc.message))
+        module.exit_json(changed=changed, state=state, stopped=stopped)
     try:
         config = nbdkit.validate(params)
         server = nbdkit.NbdkitServer(config, timeout=params['timeout'])

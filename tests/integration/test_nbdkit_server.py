@@ -191,3 +191,26 @@ def test_nbdkit_reads_password_files_before_serving(tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
     assert proc.returncode == 1 and 'absent' in proc.stderr
     assert not os.path.exists(sock)
+
+
+def test_stop_every_server_in_a_directory(tmp_path, image):
+    run_dir = tmp_path / 'run'
+    socks = [str(run_dir / ('%d.sock' % key)) for key in (2000, 2001)]
+    for sock in socks:
+        failed, res = run_module({'socket': sock, 'path': image[0]})
+        assert not failed, res
+    assert all(live_nbdkit(sock) for sock in socks)
+    (run_dir / 'stale.sock.pid').write_text(u'999999999\n')
+    failed, res = run_module({'socket_dir': str(run_dir), 'state': 'stopped'}, check=True)
+    assert not failed and res['changed'] and all(live_nbdkit(sock) for sock in socks)
+    failed, res = run_module({'socket_dir': str(run_dir), 'state': 'stopped'})
+    assert not failed and res['changed'], res
+    assert sorted(r['socket'] for r in res['stopped']) == sorted(socks + [str(run_dir / 'stale.sock')])
+    assert not any(live_nbdkit(sock) for sock in socks)
+    assert os.listdir(str(run_dir)) == []
+    failed, res = run_module({'socket_dir': str(run_dir), 'state': 'stopped'})
+    assert not failed and res['changed'] is False
+    failed, res = run_module({'socket_dir': str(tmp_path / 'missing'), 'state': 'stopped'})
+    assert not failed and res['changed'] is False
+    failed, res = run_module({'socket_dir': str(run_dir), 'state': 'started'})
+    assert failed and 'only for state=stopped' in res['msg']
