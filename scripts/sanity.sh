@@ -18,9 +18,9 @@ done
 
 # Outside the checkout: inside it, ansible-test would list files with the
 # checkout's git, which ignores build/, and find nothing to test.
-sanity_root="${TMPDIR:-/tmp}/migratekit-sanity"
+sanity_root=$(mktemp -d "${TMPDIR:-/tmp}/migratekit-sanity.XXXXXX")
+trap 'rm -rf "$sanity_root"' EXIT
 work="$sanity_root/ansible_collections/migratekit/migration"
-rm -rf "$sanity_root"
 mkdir -p "$work"
 (cd "$repo" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$work")
 cd "$work"
