@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A stand-in for the migration appliance (VMA) progress API, for the lab.
 
 API (see docs/ and DESIGN.md "The VMA progress API"):

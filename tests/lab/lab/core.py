@@ -56,7 +56,7 @@ def venv_python():
 def build(force=False, quiet=True):
     """Build vcsim-cbt if needed (tests/lab/build.sh; no-op when up to date)."""
     args = [BUILD_SH] + (["--force"] if force else [])
-    r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    r = subprocess.run(args, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         raise LabError("building vcsim-cbt failed:\n" + r.stdout)
     if not quiet and r.stdout:
@@ -505,7 +505,7 @@ class Lab:
         with open(log, "ab") as logf:
             # nbdkit daemonizes: the foreground process exits at once; the
             # daemon writes the pidfile when it is ready.
-            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            r = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                cwd=self.dir, start_new_session=True, close_fds=True)
         if r.returncode != 0:
             with open(log, errors="replace") as f:
