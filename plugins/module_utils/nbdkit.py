@@ -307,8 +307,8 @@ def write_password_file(directory, socket_path, password):
 
 def password_files(socket_path):
     directory = os.path.dirname(socket_path)
-    pattern = os.path.join(glob.escape(directory), '.%s%s*' % (glob.escape(os.path.basename(socket_path)),
-                                                                PASSWORD_MARK))
+    prefix = '.%s%s' % (glob.escape(os.path.basename(socket_path)), PASSWORD_MARK)
+    pattern = os.path.join(glob.escape(directory), prefix + '*')
     return glob.glob(pattern)
 
 

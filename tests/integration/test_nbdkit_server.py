@@ -33,7 +33,7 @@ def run_module(args, check=False, diff=False):
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='minimal', ANSIBLE_LOCALHOST_WARNING='0',
                ANSIBLE_NOCOLOR='1', ANSIBLE_DEPRECATION_WARNINGS='0')
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120,
-                          universal_newlines=True)
+                          universal_newlines=True, check=False)
     out = proc.stdout
     head, _sep, body = out.partition(' => ')
     assert body, 'unexpected ansible output: %s %s' % (out, proc.stderr)
@@ -183,12 +183,12 @@ def test_nbdkit_reads_password_files_before_serving(tmp_path):
     vddk plugin (which needs VMware's VDDK, absent here).
     """
     if subprocess.run(['nbdkit', 'curl', '--dump-plugin'], stdout=subprocess.DEVNULL,
-                      stderr=subprocess.DEVNULL).returncode != 0:
+                      stderr=subprocess.DEVNULL, check=False).returncode != 0:
         pytest.skip('nbdkit curl plugin not installed')
     sock = str(tmp_path / 'c.sock')
     proc = subprocess.run(['nbdkit', '-U', sock, 'curl', 'url=http://127.0.0.1:9/x',
                            'password=+' + str(tmp_path / 'absent')],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=30, check=False)
     assert proc.returncode == 1 and 'absent' in proc.stderr
     assert not os.path.exists(sock)
 

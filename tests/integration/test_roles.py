@@ -117,7 +117,7 @@ class Env(object):
                    PATH=VENV_BIN + os.pathsep + os.environ.get('PATH', ''))
         started = time.monotonic()
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                              env=env, timeout=900)
+                              env=env, timeout=900, check=False)
         run = Run(proc, results_dir, time.monotonic() - started)
         self.timings.append((name, limit or 'all', round(run.elapsed, 1)))
         with open(os.path.join(self.base, 'run-%d-%s.log' % (self.runs, name)), 'w') as handle:
