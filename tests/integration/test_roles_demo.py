@@ -1,0 +1,51 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""`make demo` as a new user runs it: the whole migration on a fresh lab, then nothing left."""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+pytestmark = pytest.mark.skipif(shutil.which('nbdkit') is None, reason='nbdkit is not installed')
+
+
+def processes_mentioning(text):
+    found = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % pid) as handle:
+                if handle.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X'):
+                    continue
+            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
+                if text.encode() in handle.read():
+                    found.append(int(pid))
+        except (IOError, OSError):
+            continue
+    return found
+
+
+def test_demo(tmp_path):
+    pytest.importorskip('nbd')
+    demo_dir = str(tmp_path / 'd')
+    started = time.monotonic()
+    proc = subprocess.run([os.path.join(REPO_ROOT, 'scripts', 'demo.sh'), '-e', 'migratekit_demo_dir=' + demo_dir],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=600,
+                          check=False, env=dict(os.environ, ANSIBLE_NOCOLOR='1'))
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    assert proc.stdout.count('target == source: yes') == 4, proc.stdout[-3000:]
+    for vm in ('VM0', 'VM1'):
+        for key in (2000, 2001):
+            assert '%s disk %d: full sync: full' % (vm, key) in proc.stdout
+    assert 'incremental sync: incremental' in proc.stdout and 'cutover: incremental' in proc.stdout
+    assert 'Done: every target equals its source.' in proc.stdout
+    assert processes_mentioning(demo_dir) == []
+    assert elapsed < 180, 'the demo took %.0f s' % elapsed
