@@ -214,3 +214,54 @@ def test_stop_every_server_in_a_directory(tmp_path, image):
     assert not failed and res['changed'] is False
     failed, res = run_module({'socket_dir': str(run_dir), 'state': 'started'})
     assert failed and 'only for state=stopped' in res['msg']
+
+
+FAKE_VDDK_NBDKIT = r'''#!/bin/bash
+# Stand-in for "nbdkit ... vddk ... password=+FILE": record what nbdkit would
+# read from the password file, then serve 1 MiB of memory on the same socket.
+set -eu
+marker=%(marker)s
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -U) sock=$2; shift ;;
+    -P) pidfile=$2; shift ;;
+    password=+*) pwfile=${1#password=+} ;;
+  esac
+  shift
+done
+stat -c %%a "$pwfile" > "$marker.mode"
+cat "$pwfile" > "$marker.content"
+exec nbdkit --log=stderr -U "$sock" -P "$pidfile" -r memory 1M
+'''
+
+
+def test_vddk_start_reads_the_password_file_then_removes_it(tmp_path):
+    """The vddk start path end to end, with a stand-in for the proprietary plugin."""
+    secret = 'p@ss word; $(not a command)'
+    marker = str(tmp_path / 'seen')
+    fake = tmp_path / 'nbdkit-vddk-standin'
+    fake.write_text(FAKE_VDDK_NBDKIT % {'marker': marker})
+    fake.chmod(0o755)
+    sock = str(tmp_path / 'run' / 'v.sock')
+    args = {'socket': sock, 'transport': 'vddk', 'server': 'vcenter.example.com', 'username': 'u',
+            'password': secret, 'thumbprint': ':'.join(['AA'] * 20), 'vm_moref': 'vm-7',
+            'snapshot_moref': 'snapshot-9', 'backing_file': '[ds1] vm/vm.vmdk', 'nbdkit_path': str(fake)}
+    failed, res = run_module(args)
+    try:
+        assert not failed, res
+        with open(marker + '.content') as handle:
+            assert handle.read() == secret
+        with open(marker + '.mode') as handle:
+            assert handle.read().strip() == '600'
+        assert secret not in json.dumps(res)
+        assert [n for n in os.listdir(os.path.dirname(sock)) if '.password.' in n] == []
+        assert res['size_bytes'] == 1 << 20 and live_nbdkit(sock)
+        argv = res['argv']
+        assert argv[0] == str(fake) and 'vm=moref=vm-7' in argv and 'snapshot=snapshot-9' in argv
+        assert 'file=[ds1] vm/vm.vmdk' in argv and '-r' in argv
+        assert any(a.startswith('password=+' + os.path.dirname(sock) + '/.v.sock.password.') for a in argv)
+    finally:
+        os.remove(marker + '.content')
+        run_module({'socket': sock, 'state': 'stopped'})
+    assert not live_nbdkit(sock)
+    assert os.listdir(os.path.dirname(sock)) == []

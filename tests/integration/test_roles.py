@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 
@@ -99,10 +100,7 @@ class Env(object):
         self.timings = []
         self.private_files = []  # copies of the inventory made by the tests
 
-    def playbook(self, name, inventory=None, limit=None, extra=None, forks=FORKS):
-        self.runs += 1
-        results_dir = os.path.join(self.base, 'results-%d' % self.runs)
-        os.makedirs(results_dir)
+    def _command(self, name, inventory, limit, extra, forks, results_dir):
         dump = os.path.join(self.base, 'dump-%d.yml' % self.runs)
         with open(dump, 'w') as handle:
             handle.write(DUMP_PLAYBOOK % results_dir)
@@ -115,6 +113,13 @@ class Env(object):
         env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', ANSIBLE_RETRY_FILES_ENABLED='0',
                    ANSIBLE_HOST_KEY_CHECKING='0', ANSIBLE_DEPRECATION_WARNINGS='0',
                    PATH=VENV_BIN + os.pathsep + os.environ.get('PATH', ''))
+        return cmd, env
+
+    def playbook(self, name, inventory=None, limit=None, extra=None, forks=FORKS):
+        self.runs += 1
+        results_dir = os.path.join(self.base, 'results-%d' % self.runs)
+        os.makedirs(results_dir)
+        cmd, env = self._command(name, inventory, limit, extra, forks, results_dir)
         started = time.monotonic()
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                               env=env, timeout=900, check=False)
@@ -123,6 +128,18 @@ class Env(object):
         with open(os.path.join(self.base, 'run-%d-%s.log' % (self.runs, name)), 'w') as handle:
             handle.write(proc.stdout)
         return run
+
+    def start(self, name, limit=None, extra=None):
+        """Start a playbook in its own process group (to be killed); return the Popen."""
+        self.runs += 1
+        results_dir = os.path.join(self.base, 'results-%d' % self.runs)
+        os.makedirs(results_dir)
+        cmd, env = self._command(name, None, limit, extra, FORKS, results_dir)
+        log = open(os.path.join(self.base, 'run-%d-%s.log' % (self.runs, name)), 'w')
+        try:
+            return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        finally:
+            log.close()
 
     # ---------------------------------------------------------------- checks
 
@@ -234,6 +251,25 @@ def env(tmp_path_factory):
     finally:
         lab.down()
         print('\nplaybook timings (s): %s' % the_env.timings)
+
+
+def kill_group_except(pgid, keep):
+    """SIGKILL every process of process group ``pgid`` (ours) except those whose argv[0] contains ``keep``."""
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % pid) as handle:
+                fields = handle.read().rsplit(')', 1)[1].split()
+            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
+                argv0 = handle.read().split(b'\0')[0]
+        except (IOError, OSError):
+            continue
+        if int(fields[2]) == pgid and keep not in argv0:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def write_some(lab, vm, key, blocks=4, seed=None):
@@ -349,6 +385,48 @@ def test_vma_down_does_not_fail_syncs(env):
     finally:
         env.lab.vma_mode('up')
     env.assert_all_equal()
+    env.assert_clean()
+
+
+def test_vddk_transport_failure_is_clean(env):
+    """No VDDK here: nbdkit cannot load the vddk plugin. The cycle fails clearly and leaves no secret behind."""
+    before = env.state('VM0')
+    run = env.playbook('incremental_sync.yml', limit='VM0', extra={
+        'migratekit_source_transport': 'vddk', 'migratekit_vcenter_thumbprint': ':'.join(['AB'] * 20)})
+    assert run.rc != 0 and run.failed_hosts() == ['VM0'], run
+    assert re.search(r'fatal: \[VM0\].*Serve each snapshot disk.*vddk', run.out), run
+    assert env.lab.vcenter['password'] not in run.out
+    assert env.state('VM0') == before
+    env.assert_clean()
+
+
+def test_interrupted_cycle_is_cleaned_up_by_the_next(env):
+    write_some(env.lab, 'VM8', 2000, blocks=24, seed=8)
+    before = env.state('VM8')
+    proc = env.start('incremental_sync.yml', limit='VM8', extra={
+        'migratekit_nbdkit_filters': [{'name': 'delay', 'params': {'rdelay': '1000ms'}}],
+        'migratekit_copy_connections': 1, 'migratekit_copy_requests_in_flight': 1})
+    try:
+        deadline = time.monotonic() + 120
+        while len(env.our_nbdkit()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert len(env.our_nbdkit()) == 2, 'the source servers did not start'
+        time.sleep(3)  # the copy of disk 2000 is under way: one 1-second read at a time
+        assert proc.poll() is None
+    finally:
+        # The controller dies (its process group: playbook, workers, modules), the
+        # nbdkit daemons survive (a Ctrl-C or an AWX cancel would stop them too).
+        kill_group_except(proc.pid, keep=b'nbdkit')
+        proc.wait()
+    assert len(env.our_nbdkit()) == 2
+    assert 'VM8' in env.snapshots()
+    assert env.state('VM8') == before  # nothing committed
+    run = env.playbook('incremental_sync.yml', limit='VM8')
+    assert run.rc == 0, run
+    assert run.disk('VM8', 2000)['sync_type'] == 'incremental' and run.disk('VM8', 2000)['bytes_written'] > 0
+    assert run.changed('VM8') >= 1
+    assert re.search(r'Remove the leftover snapshot\] \**\nok: \[VM8', run.out), run
+    env.assert_all_equal(['VM8'])
     env.assert_clean()
 
 
