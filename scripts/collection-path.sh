@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts: make this checkout findable as the collection
 # migratekit.migration (Ansible looks below ansible_collections/<ns>/<name>).
 # The same link tests/conftest.py makes; build/ is git-ignored.

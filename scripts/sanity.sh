@@ -12,7 +12,7 @@ python_version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_
 cache="$HOME/.ansible/test/cache"
 mkdir -p "$cache"
 requirements_py=$(echo "$venv"/lib/python*/site-packages/ansible_test/_internal/python_requirements.py)
-for version in $(grep -o "pip='[0-9.]*'" "$requirements_py" | cut -d"'" -f2 | sort -u); do
+grep -o "pip='[0-9.]*'" "$requirements_py" | cut -d"'" -f2 | sort -u | while read -r version; do
   install -m 0644 "$repo/scripts/get_pip_offline.py" "$cache/get_pip_${version//./_}.py"
 done
 

@@ -3,7 +3,7 @@
 # last line is pytest's summary). Every part runs; any failure fails the whole.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
+cd "$repo" || exit 1
 status=0
 echo "== ansible-test sanity"
 if ! scripts/sanity.sh; then
