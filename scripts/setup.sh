@@ -11,7 +11,7 @@ cd "$repo"
 apt_packages=(
   nbdkit python3-libnbd libnbd-bin qemu-utils
   golang-go golang-github-vmware-govmomi-dev
-  python3-venv shellcheck git rsync
+  python3-venv shellcheck git
 )
 missing=()
 for pkg in "${apt_packages[@]}"; do
