@@ -118,7 +118,6 @@ vm:
   sample: {"name": "app01", "moid": "vm-42"}
 '''
 
-import time
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -127,95 +126,14 @@ from ansible_collections.migratekit.migration.plugins.module_utils.vsphere impor
     HAS_PYVMOMI,
     PYVMOMI_IMPORT_ERROR,
     VM_SELECTOR_OPTIONS,
-    TaskFailedError,
     VSphereError,
-    connect,
-    connection_params,
-    fault_error,
-    fetch_properties,
-    find_vm,
     vm_argument_spec,
-    vm_selector,
     vsphere_argument_spec,
-    wait_for_task,
 )
-
-POWERED_ON = 'poweredOn'
-POWERED_OFF = 'poweredOff'
+from ansible_collections.migratekit.migration.plugins.module_utils.power import vm_power_module
 
 
-def power_state(conn, vm, vm_name):
-    props = fetch_properties(conn, vm, ['name', 'runtime.powerState'], operation='read power state', vm=vm_name)
-    return props.get('name') or vm._moId, str(props.get('runtime.powerState'))
-
-
-def power_off(conn, vm, vm_name, shutdown_timeout, force, sleep=time.sleep, clock=time.time):
-    """Guest shutdown, wait, then hard power off if ``force``; return the method used."""
-    guest_error = None
-    if shutdown_timeout > 0:
-        try:
-            vm.ShutdownGuest()
-        except Exception as exc:  # pylint: disable=broad-except
-            guest_error = fault_error(exc, 'guest shutdown', vm=vm_name)
-        else:
-            deadline = clock() + shutdown_timeout
-            delay = 0.2
-            while True:
-                if power_state(conn, vm, vm_name)[1] == POWERED_OFF:
-                    return 'guest_shutdown'
-                if clock() >= deadline:
-                    break
-                sleep(min(delay, max(0.0, deadline - clock())))
-                delay = min(delay * 2, 5.0)
-    if not force:
-        why = ('the guest did not shut down within %d s' % shutdown_timeout if guest_error is None
-               else 'the guest cannot be asked to shut down (%s)' % guest_error.message)
-        if shutdown_timeout <= 0:
-            why = 'shutdown_timeout is 0'
-        raise TaskFailedError('%s and force is false: the VM keeps running; retry with a longer shutdown_timeout '
-                              'or force: true' % why, operation='power off', vm=vm_name)
-    try:
-        task = vm.PowerOffVM_Task()
-    except Exception as exc:  # pylint: disable=broad-except
-        raise fault_error(exc, 'power off', vm=vm_name)
-    wait_for_task(conn, task, 'power off', vm=vm_name)
-    return 'power_off'
-
-
-def run(params, check_mode):
-    conn = connect(**connection_params(params))
-    try:
-        vm = find_vm(conn, **vm_selector(params))
-        vm_name, before = power_state(conn, vm, vm._moId)
-        wanted = POWERED_OFF if params['state'] == 'poweredoff' else POWERED_ON
-        method = 'none'
-        if before != wanted:
-            if wanted == POWERED_ON:
-                method = 'power_on'
-                if not check_mode:
-                    try:
-                        task = vm.PowerOnVM_Task()
-                    except Exception as exc:  # pylint: disable=broad-except
-                        raise fault_error(exc, 'power on', vm=vm_name)
-                    wait_for_task(conn, task, 'power on', vm=vm_name)
-            elif check_mode:
-                method = 'guest_shutdown' if params['shutdown_timeout'] > 0 and before == POWERED_ON else 'power_off'
-            else:
-                method = power_off(conn, vm, vm_name, params['shutdown_timeout'], params['force'])
-        after = wanted if check_mode or method == 'none' else power_state(conn, vm, vm_name)[1]
-        return {
-            'changed': method != 'none',
-            'power_state': after,
-            'power_state_before': before,
-            'method': method,
-            'vm': {'name': vm_name, 'moid': vm._moId},
-            'diff': {'before': {'power_state': before}, 'after': {'power_state': after}},
-        }
-    finally:
-        conn.close()
-
-
-def main():
+def argument_spec():
     spec = vsphere_argument_spec()
     spec.update(vm_argument_spec())
     spec.update(
@@ -223,22 +141,21 @@ def main():
         shutdown_timeout=dict(type='int', default=300),
         force=dict(type='bool', default=False),
     )
-    module = AnsibleModule(argument_spec=spec, mutually_exclusive=[VM_SELECTOR_OPTIONS],
+    return spec
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=[VM_SELECTOR_OPTIONS],
                            required_one_of=[VM_SELECTOR_OPTIONS], supports_check_mode=True)
     if not HAS_PYVMOMI:
         module.fail_json(msg=missing_required_lib('pyVmomi'), exception=PYVMOMI_IMPORT_ERROR)
-    if module.params['shutdown_timeout'] < 0:
-        module.fail_json(msg='vmware_vm_power: shutdown_timeout must be 0 or more seconds, got %d'
-                         % module.params['shutdown_timeout'])
-    start = time.time()
     try:
-        result = run(module.params, module.check_mode)
+        result = vm_power_module(module.params, check_mode=module.check_mode)
     except VSphereError as exc:
         module.fail_json(msg=str(exc), **exc.details)
     except Exception as exc:  # pylint: disable=broad-except
         module.fail_json(msg='vmware_vm_power failed unexpectedly: %s: %s' % (type(exc).__name__, exc),
                          exception=traceback.format_exc())
-    result['elapsed'] = round(time.time() - start, 3)
     if not module._diff:
         result.pop('diff', None)
     module.exit_json(**result)

@@ -1,10 +1,11 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests of power.py (the vmware_vm_power logic) on a fake VM and clock."""
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import pytest
 
-from ansible_collections.migratekit.migration.plugins.modules import vmware_vm_power as power
+from ansible_collections.migratekit.migration.plugins.module_utils import power
 from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import TaskFailedError
 
 
