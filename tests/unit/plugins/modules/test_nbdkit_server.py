@@ -5,47 +5,15 @@ __metaclass__ = type
 import json
 import os
 
-import pytest
-
-from ansible.module_utils import basic
-from ansible.module_utils.common.text.converters import to_bytes
-
 from ansible_collections.migratekit.migration.plugins.modules import nbdkit_server
 
 SECRET = 'unit-secret-xyz'
 THUMB = ':'.join(['0F'] * 20)
 
 
-class Exit(Exception):
-    def __init__(self, result, failed):
-        super(Exit, self).__init__(result)
-        self.result = result
-        self.failed = failed
-
-
-def run_module(monkeypatch, args, check_mode=False):
-    args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=True,
-                _ansible_remote_tmp='/tmp', _ansible_keep_remote_files=False)
-    monkeypatch.setattr(basic, '_ANSIBLE_ARGS', to_bytes(json.dumps({'ANSIBLE_MODULE_ARGS': args})))
-    monkeypatch.setattr(basic, '_ANSIBLE_PROFILE', 'legacy', raising=False)
-
-    def exit_json(self, **kwargs):
-        raise Exit(kwargs, False)
-
-    def fail_json(self, msg, **kwargs):
-        kwargs['msg'] = msg
-        raise Exit(kwargs, True)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
-    with pytest.raises(Exit) as info:
-        nbdkit_server.main()
-    return info.value
-
-
-def test_check_mode_start_plans_without_starting(monkeypatch, tmp_path):
+def test_check_mode_start_plans_without_starting(run_module, tmp_path):
     sock = str(tmp_path / 'new' / 'd.sock')
-    out = run_module(monkeypatch, dict(socket=sock, path=str(tmp_path / 'img')), check_mode=True)
+    out = run_module(nbdkit_server, dict(socket=sock, path=str(tmp_path / 'img')), check_mode=True)
     assert not out.failed and out.result['changed'] is True
     assert out.result['uri'] == 'nbd+unix:///?socket=' + sock
     assert out.result['pid'] is None and '-r' in out.result['argv']
@@ -53,32 +21,32 @@ def test_check_mode_start_plans_without_starting(monkeypatch, tmp_path):
     assert not os.path.exists(os.path.dirname(sock))
 
 
-def test_vddk_check_mode_hides_password(monkeypatch, tmp_path):
+def test_vddk_check_mode_hides_password(run_module, tmp_path):
     directory = tmp_path / 'p'
     directory.mkdir(mode=0o700)
-    out = run_module(monkeypatch, dict(socket=str(directory / 'd.sock'), transport='vddk', server='vc', username='u',
-                                       password=SECRET, thumbprint=THUMB, vm_moref='vm-1',
-                                       backing_file='[ds] a/a.vmdk'), check_mode=True)
+    out = run_module(nbdkit_server, dict(socket=str(directory / 'd.sock'), transport='vddk', server='vc', username='u',
+                                         password=SECRET, thumbprint=THUMB, vm_moref='vm-1',
+                                         backing_file='[ds] a/a.vmdk'), check_mode=True)
     assert not out.failed
     assert SECRET not in json.dumps(out.result)
     assert 'password=+*' in out.result['argv']
     assert os.listdir(str(directory)) == []
 
 
-def test_vddk_missing_parameters_fail(monkeypatch, tmp_path):
-    out = run_module(monkeypatch, dict(socket=str(tmp_path / 'd.sock'), transport='vddk', server='vc'))
+def test_vddk_missing_parameters_fail(run_module, tmp_path):
+    out = run_module(nbdkit_server, dict(socket=str(tmp_path / 'd.sock'), transport='vddk', server='vc'))
     assert out.failed and 'password' in out.result['msg'] and 'thumbprint' in out.result['msg']
 
 
-def test_bad_thumbprint_fails_naming_operation_and_socket(monkeypatch, tmp_path):
+def test_bad_thumbprint_fails_naming_operation_and_socket(run_module, tmp_path):
     sock = str(tmp_path / 'd.sock')
-    out = run_module(monkeypatch, dict(socket=sock, transport='vddk', server='vc', username='u', password=SECRET,
-                                       thumbprint='zz', vm_moref='vm-1', backing_file='[ds] a/a.vmdk'))
+    out = run_module(nbdkit_server, dict(socket=sock, transport='vddk', server='vc', username='u', password=SECRET,
+                                         thumbprint='zz', vm_moref='vm-1', backing_file='[ds] a/a.vmdk'))
     assert out.failed
     assert out.result['msg'].startswith('nbdkit_server: cannot configure the server on %s' % sock)
     assert 'thumbprint' in out.result['msg'] and SECRET not in out.result['msg']
 
 
-def test_stop_when_nothing_runs_is_ok(monkeypatch, tmp_path):
-    out = run_module(monkeypatch, dict(socket=str(tmp_path / 'd.sock'), state='stopped'))
+def test_stop_when_nothing_runs_is_ok(run_module, tmp_path):
+    out = run_module(nbdkit_server, dict(socket=str(tmp_path / 'd.sock'), state='stopped'))
     assert not out.failed and out.result['changed'] is False and out.result['pid'] is None

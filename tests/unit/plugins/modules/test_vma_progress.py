@@ -7,22 +7,11 @@ import json
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.common import warnings
-from ansible.module_utils.common.text.converters import to_bytes
-
 from ansible_collections.migratekit.migration.plugins.module_utils import vma
 from ansible_collections.migratekit.migration.plugins.modules import vma_progress, vma_progress_info
 
 TOKEN = 'module-unit-t0ken'
 URL = 'http://vma.test:8081'
-
-
-class Exit(Exception):
-    def __init__(self, result, failed):
-        super(Exit, self).__init__(result)
-        self.result = result
-        self.failed = failed
 
 
 class Answer(object):
@@ -72,31 +61,10 @@ def session(monkeypatch):
     return Session
 
 
-def run_module(monkeypatch, module, args, check_mode=False):
-    args = dict(args, _ansible_check_mode=check_mode, _ansible_remote_tmp='/tmp', _ansible_keep_remote_files=False)
-    monkeypatch.setattr(basic, '_ANSIBLE_ARGS', to_bytes(json.dumps({'ANSIBLE_MODULE_ARGS': args})))
-    monkeypatch.setattr(basic, '_ANSIBLE_PROFILE', 'legacy', raising=False)
-    monkeypatch.setattr(warnings, '_global_warnings', [])
-
-    def exit_json(self, **kwargs):
-        kwargs['warnings'] = list(warnings.get_warning_messages())
-        raise Exit(kwargs, False)
-
-    def fail_json(self, msg, **kwargs):
-        kwargs['msg'] = msg
-        raise Exit(kwargs, True)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
-    with pytest.raises(Exit) as info:
-        module.main()
-    return info.value
-
-
-def test_posts_one_update(monkeypatch, session):
+def test_posts_one_update(run_module, session):
     args = dict(vma_url=URL, job_id='job 1', token=TOKEN, stage='Transfer', status='Running', disk_id='2000',
                 bytes_transferred=25, total_bytes=100, throughput_bps=7, sync_type='full')
-    out = run_module(monkeypatch, vma_progress, args)
+    out = run_module(vma_progress, args)
     assert not out.failed and out.result['changed'] is True and out.result['posted'] is True
     call, = session.calls
     assert call['url'] == URL + '/api/v1/progress/job%201/update'
@@ -107,30 +75,30 @@ def test_posts_one_update(monkeypatch, session):
     assert TOKEN not in json.dumps(out.result)
 
 
-def test_msg_is_sent_as_message(monkeypatch, session):
+def test_msg_is_sent_as_message(run_module, session):
     args = dict(vma_url=URL, job_id='j', stage='Transfer', status='Failed', msg='target write failed')
-    out = run_module(monkeypatch, vma_progress, args)
+    out = run_module(vma_progress, args)
     assert not out.failed
     assert session.calls[0]['json'] == dict(stage='Transfer', status='Failed', message='target write failed')
 
 
-def test_check_mode_posts_nothing(monkeypatch, session):
-    out = run_module(monkeypatch, vma_progress, dict(vma_url=URL, job_id='j', stage='Discover', status='Running'),
+def test_check_mode_posts_nothing(run_module, session):
+    out = run_module(vma_progress, dict(vma_url=URL, job_id='j', stage='Discover', status='Running'),
                      check_mode=True)
     assert out.result['changed'] is True and out.result['posted'] is False
     assert out.result['update'] == dict(stage='Discover', status='Running')
     assert session.calls == []
 
 
-def test_job_id_from_environment(monkeypatch, session):
+def test_job_id_from_environment(run_module, monkeypatch, session):
     monkeypatch.setenv(vma.JOB_ID_ENV, 'env/job')
-    out = run_module(monkeypatch, vma_progress, dict(vma_url=URL, stage='Discover', status='Queued'))
+    out = run_module(vma_progress, dict(vma_url=URL, stage='Discover', status='Queued'))
     assert out.result['job_id'] == 'env/job'
     assert session.calls[0]['url'] == URL + '/api/v1/progress/env%2Fjob/update'
 
 
-def test_missing_job_id_fails_naming_the_option_and_variable(monkeypatch, session):
-    out = run_module(monkeypatch, vma_progress, dict(vma_url=URL, stage='Discover', status='Queued'))
+def test_missing_job_id_fails_naming_the_option_and_variable(run_module, session):
+    out = run_module(vma_progress, dict(vma_url=URL, stage='Discover', status='Queued'))
     assert out.failed
     assert out.result['msg'].startswith('Cannot post a progress update to the VMA: invalid job_id: expected')
     assert vma.JOB_ID_ENV in out.result['msg']
@@ -143,62 +111,62 @@ def test_missing_job_id_fails_naming_the_option_and_variable(monkeypatch, sessio
     (dict(total_bytes=-2), 'total_bytes'),
     (dict(vma_url='vma.example.com'), 'vma_url'),
 ])
-def test_bad_input_fails_before_posting(monkeypatch, session, args, field):
+def test_bad_input_fails_before_posting(run_module, session, args, field):
     base = dict(vma_url=URL, job_id='job-9', stage='Transfer', status='Running')
     base.update(args)
-    out = run_module(monkeypatch, vma_progress, base)
+    out = run_module(vma_progress, base)
     assert out.failed and "for job 'job-9': invalid %s" % field in out.result['msg']
     assert session.calls == []
 
 
-def test_bad_choice_is_rejected_by_the_argument_spec(monkeypatch, session):
-    out = run_module(monkeypatch, vma_progress, dict(vma_url=URL, job_id='j', stage='Copy', status='Running'))
+def test_bad_choice_is_rejected_by_the_argument_spec(run_module, session):
+    out = run_module(vma_progress, dict(vma_url=URL, job_id='j', stage='Copy', status='Running'))
     assert out.failed and 'stage' in out.result['msg'] and 'Discover' in out.result['msg']
 
 
-def test_unreachable_vma_is_a_warning_by_default(monkeypatch, session):
+def test_unreachable_vma_is_a_warning_by_default(run_module, session):
     session.answer = Answer(503, {'error': 'maintenance'})
     args = dict(vma_url=URL, job_id='j', token=TOKEN, stage='Complete', status='Completed')
-    out = run_module(monkeypatch, vma_progress, args)
+    out = run_module(vma_progress, args)
     assert not out.failed
     assert out.result['changed'] is False and out.result['posted'] is False
     assert 'HTTP 503: maintenance' in out.result['error']
-    assert len(out.result['warnings']) == 1 and 'HTTP 503: maintenance' in out.result['warnings'][0]
+    assert len(out.warnings) == 1 and 'HTTP 503: maintenance' in out.warnings[0]
     assert len(session.calls) == 3  # bounded retries
     assert TOKEN not in json.dumps(out.result)
 
 
-def test_unreachable_vma_fails_when_required(monkeypatch, session):
+def test_unreachable_vma_fails_when_required(run_module, session):
     session.error = OSError('connection refused')
     args = dict(vma_url=URL, job_id='j', stage='Transfer', status='Failed', msg='boom', required=True)
-    out = run_module(monkeypatch, vma_progress, args)
+    out = run_module(vma_progress, args)
     assert out.failed
     assert out.result['msg'] == ("Cannot post the progress update for job 'j' at "
                                  "http://vma.test:8081/api/v1/progress/j/update: OSError: connection refused")
 
 
-def test_info_reads_progress(monkeypatch, session):
+def test_info_reads_progress(run_module, session):
     session.answer = Answer(200, {'job_id': 'j', 'status': 'Running', 'percentage': 50.0})
-    out = run_module(monkeypatch, vma_progress_info, dict(vma_url=URL, job_id='j'), check_mode=True)
+    out = run_module(vma_progress_info, dict(vma_url=URL, job_id='j'), check_mode=True)
     assert not out.failed and out.result['changed'] is False and out.result['found'] is True
     assert out.result['progress']['percentage'] == 50.0
     assert session.calls[0]['method'] == 'GET' and session.calls[0]['url'] == URL + '/api/v1/progress/j'
 
 
-def test_info_unknown_job_is_not_found(monkeypatch, session):
+def test_info_unknown_job_is_not_found(run_module, session):
     session.answer = Answer(404, {'error': 'job not found'})
-    out = run_module(monkeypatch, vma_progress_info, dict(vma_url=URL, job_id='nope'))
+    out = run_module(vma_progress_info, dict(vma_url=URL, job_id='nope'))
     assert not out.failed and out.result['found'] is False and out.result['progress'] == {}
 
 
-def test_info_error_fails_naming_operation_and_job(monkeypatch, session):
+def test_info_error_fails_naming_operation_and_job(run_module, session):
     session.answer = Answer(500, {'error': 'db down'})
-    out = run_module(monkeypatch, vma_progress_info, dict(vma_url=URL, job_id='j'))
+    out = run_module(vma_progress_info, dict(vma_url=URL, job_id='j'))
     assert out.failed and out.result['msg'] == ("Cannot read the progress of job 'j' at "
                                                 "http://vma.test:8081/api/v1/progress/j: HTTP 500: db down")
 
 
-def test_missing_requests_is_a_clear_failure(monkeypatch, session):
+def test_missing_requests_is_a_clear_failure(run_module, monkeypatch, session):
     monkeypatch.setattr(vma_progress, 'HAS_REQUESTS', False)
-    out = run_module(monkeypatch, vma_progress, dict(vma_url=URL, job_id='j', stage='Discover', status='Running'))
+    out = run_module(vma_progress, dict(vma_url=URL, job_id='j', stage='Discover', status='Running'))
     assert out.failed and 'requests' in out.result['msg']

@@ -7,9 +7,6 @@ import json
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.common.text.converters import to_bytes
-
 from ansible_collections.migratekit.migration.plugins.module_utils import cbt
 from ansible_collections.migratekit.migration.plugins.module_utils import vsphere
 from ansible_collections.migratekit.migration.plugins.modules import vmware_cbt_snapshot
@@ -17,36 +14,6 @@ from ansible_collections.migratekit.migration.plugins.modules import vmware_cbt_
 SECRET = 'module-unit-secret'
 BASE = dict(hostname='vc', username='admin', password=SECRET, validate_certs=False, name='VM0',
             extents_dir='/tmp/x')
-
-
-class Exit(Exception):
-    def __init__(self, result, failed):
-        super(Exit, self).__init__(result)
-        self.result = result
-        self.failed = failed
-
-
-def run_module(monkeypatch, args, check_mode=False, diff=True):
-    args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff,
-                _ansible_remote_tmp='/tmp', _ansible_keep_remote_files=False)
-    monkeypatch.setattr(basic, '_ANSIBLE_ARGS', to_bytes(json.dumps({'ANSIBLE_MODULE_ARGS': args})))
-    monkeypatch.setattr(basic, '_ANSIBLE_PROFILE', 'legacy', raising=False)
-    warnings = []
-
-    def exit_json(self, **kwargs):
-        kwargs['_warnings'] = warnings
-        raise Exit(kwargs, False)
-
-    def fail_json(self, msg, **kwargs):
-        kwargs['msg'] = msg
-        raise Exit(kwargs, True)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'warn', lambda self, w: warnings.append(w))
-    with pytest.raises(Exit) as info:
-        vmware_cbt_snapshot.main()
-    return info.value
 
 
 @pytest.fixture
@@ -62,17 +29,17 @@ def calls(monkeypatch):
     return seen
 
 
-def test_passes_params_and_check_mode_and_reports_warnings(monkeypatch, calls):
-    out = run_module(monkeypatch, dict(BASE, mode='incremental', targets={'2000': 'nbd://t'}), check_mode=True)
+def test_passes_params_and_check_mode_and_reports_warnings(run_module, calls):
+    out = run_module(vmware_cbt_snapshot, dict(BASE, mode='incremental', targets={'2000': 'nbd://t'}), check_mode=True)
     assert not out.failed and out.result['changed'] is True
     params, check_mode = calls[0]
     assert check_mode is True and params['mode'] == 'incremental' and params['snapshot_name'] == 'migratekit'
-    assert out.result['_warnings'] == ['disk x skipped'] and 'warnings' not in out.result
+    assert out.warnings == ['disk x skipped'] and 'warnings' not in out.result
     assert 'diff' in out.result
 
 
-def test_diff_only_with_diff_mode(monkeypatch, calls):
-    out = run_module(monkeypatch, BASE, diff=False)
+def test_diff_only_with_diff_mode(run_module, calls):
+    out = run_module(vmware_cbt_snapshot, BASE, diff=False)
     assert 'diff' not in out.result
 
 
@@ -83,49 +50,49 @@ def test_diff_only_with_diff_mode(monkeypatch, calls):
                                                                   'missing: extents_dir'),
     (dict(BASE, mode='sometimes'), 'value of mode must be one of'),
 ])
-def test_bad_input_fails_before_connecting(monkeypatch, calls, args, message):
-    out = run_module(monkeypatch, args)
+def test_bad_input_fails_before_connecting(run_module, calls, args, message):
+    out = run_module(vmware_cbt_snapshot, args)
     assert out.failed and message in out.result['msg']
     assert calls == []
 
 
-def test_absent_needs_no_extents_dir(monkeypatch, calls):
+def test_absent_needs_no_extents_dir(run_module, calls):
     args = dict((k, v) for k, v in BASE.items() if k != 'extents_dir')
-    out = run_module(monkeypatch, dict(args, state='absent'))
+    out = run_module(vmware_cbt_snapshot, dict(args, state='absent'))
     assert not out.failed
 
 
-def test_typed_error_is_reported_once_with_details(monkeypatch):
+def test_typed_error_is_reported_once_with_details(run_module, monkeypatch):
     def fail(params, check_mode=False):
         raise vsphere.AmbiguousVMError('2 VMs match: ...', operation='find VM name=VM0',
                                        details={'matches': [{'moid': 'vm-1'}, {'moid': 'vm-2'}]})
     monkeypatch.setattr(vmware_cbt_snapshot, 'cbt_snapshot_module', fail)
-    out = run_module(monkeypatch, BASE)
+    out = run_module(vmware_cbt_snapshot, BASE)
     assert out.failed and out.result['msg'] == 'find VM name=VM0 failed: 2 VMs match: ...'
     assert out.result['matches'][1]['moid'] == 'vm-2'
 
 
-def test_unexpected_error_is_a_failure_with_traceback(monkeypatch):
+def test_unexpected_error_is_a_failure_with_traceback(run_module, monkeypatch):
     def boom(params, check_mode=False):
         raise KeyError('x')
     monkeypatch.setattr(vmware_cbt_snapshot, 'cbt_snapshot_module', boom)
-    out = run_module(monkeypatch, BASE)
+    out = run_module(vmware_cbt_snapshot, BASE)
     assert out.failed and 'failed unexpectedly: KeyError' in out.result['msg'] and 'exception' in out.result
 
 
-def test_missing_pyvmomi_is_a_clear_failure(monkeypatch, calls):
+def test_missing_pyvmomi_is_a_clear_failure(run_module, monkeypatch, calls):
     monkeypatch.setattr(vmware_cbt_snapshot, 'HAS_PYVMOMI', False)
-    out = run_module(monkeypatch, BASE)
+    out = run_module(vmware_cbt_snapshot, BASE)
     assert out.failed and 'Failed to import the required Python library (pyVmomi)' in out.result['msg']
 
 
-def test_wrong_credentials_message_names_host_and_user_only(monkeypatch):
+def test_wrong_credentials_message_names_host_and_user_only(run_module, monkeypatch):
     from pyVmomi import vim
 
     def smart_connect(**kwargs):
         raise vim.fault.InvalidLogin(msg='Login failure')
     monkeypatch.setattr(vsphere, 'SmartConnect', smart_connect)
-    out = run_module(monkeypatch, dict(BASE, port=8989))
+    out = run_module(vmware_cbt_snapshot, dict(BASE, port=8989))
     assert out.failed
     assert out.result['msg'] == ('connect to vSphere vc:8989 as admin failed: vSphere vc:8989 refused the login of '
                                  'user admin: wrong user name or password')
