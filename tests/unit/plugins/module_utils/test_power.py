@@ -82,3 +82,61 @@ def test_no_tools_without_force_names_the_cause(fake):
     vm, clock = FakeVM(tools=False), Clock()
     with pytest.raises(TaskFailedError, match='cannot be asked'):
         power.power_off(None, vm, 'VM', 300, False, sleep=clock.sleep, clock=clock)
+
+
+class PowerOnVM(FakeVM):
+    def __init__(self, state):
+        super(PowerOnVM, self).__init__()
+        self.state = state
+
+    def PowerOnVM_Task(self):
+        self.calls.append('poweron')
+        self.state = 'poweredOn'
+        return 'task'
+
+
+@pytest.mark.parametrize('state, before, shutdown_timeout, method, after', [
+    ('poweredoff', 'poweredOn', 300, 'guest_shutdown', 'poweredOff'),
+    ('poweredoff', 'poweredOn', 0, 'power_off', 'poweredOff'),
+    ('poweredoff', 'suspended', 300, 'power_off', 'poweredOff'),
+    ('poweredoff', 'poweredOff', 300, 'none', 'poweredOff'),
+    ('poweredon', 'poweredOff', 300, 'power_on', 'poweredOn'),
+    ('poweredon', 'poweredOn', 300, 'none', 'poweredOn'),
+])
+def test_check_mode_reports_the_method_and_changes_nothing(fake, state, before, shutdown_timeout, method, after):
+    vm = PowerOnVM(before)
+    result = power.run(None, vm, state=state, shutdown_timeout=shutdown_timeout, force=True, check_mode=True)
+    assert vm.calls == [] and vm.state == before
+    assert result['method'] == method and result['changed'] is (method != 'none')
+    assert result['power_state_before'] == before and result['power_state'] == after
+    assert result['diff'] == {'before': {'power_state': before}, 'after': {'power_state': after}}
+    assert result['vm'] == {'name': 'VM', 'moid': 'vm-1'}
+
+
+def test_power_on_runs_the_task_and_reads_the_state_again(fake):
+    vm = PowerOnVM('poweredOff')
+    result = power.run(None, vm, state='poweredon')
+    assert vm.calls == ['poweron']
+    assert result['changed'] is True and result['method'] == 'power_on' and result['power_state'] == 'poweredOn'
+
+
+def test_vm_already_off_is_left_alone(fake):
+    vm = PowerOnVM('poweredOff')
+    result = power.run(None, vm, state='poweredoff', force=True)
+    assert vm.calls == [] and result['changed'] is False and result['method'] == 'none'
+
+
+def test_module_finds_the_vm_keeps_a_given_connection_open_and_times_the_task(fake, monkeypatch):
+    vm, clock, selectors = PowerOnVM('poweredOn'), Clock(), []
+
+    def find_vm(conn, **selector):
+        selectors.append(selector)
+        clock.now += 1.25
+        return vm
+    monkeypatch.setattr(power, 'find_vm', find_vm)
+    monkeypatch.setattr(power, 'connect', lambda **kwargs: pytest.fail('connected'))
+    params = dict(hostname='vc', username='u', password='p', port=443, validate_certs=False, name='VM0', path=None,
+                  uuid=None, moid=None, datacenter='DC0', state='poweredoff', shutdown_timeout=60, force=False)
+    result = power.vm_power_module(params, check_mode=True, conn=object(), clock=clock)
+    assert selectors == [dict(name='VM0', path=None, uuid=None, moid=None, datacenter='DC0')]
+    assert result['method'] == 'guest_shutdown' and result['elapsed'] == 1.25
