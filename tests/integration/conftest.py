@@ -10,6 +10,15 @@
 
     def test_z(lab, lab_si):    # pyvmomi ServiceInstance logged in to the session lab
         vm = lab_si.content.searchIndex.FindByInventoryPath("/DC0/vm/VM0")
+
+    def test_n(nbdkit):         # nbdkit servers on unix sockets, stopped after the test
+        src = nbdkit('src', 'file', path, read_only=True)     # src.uri
+
+    def test_v(vma_receivers):  # the lab's VMA receiver in process, stopped after the test
+        receiver = vma_receivers(token='t')                   # receiver.url, receiver.state
+
+Helpers that are not fixtures (running ansible, processes, images) are in
+helpers.py next to this file.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -24,6 +33,9 @@ if LAB_PATH not in sys.path:
     sys.path.insert(0, LAB_PATH)
 
 from lab import Lab  # noqa: E402
+from vma_receiver import VMAReceiver  # noqa: E402
+
+from ansible_collections.migratekit.migration.tests.integration.helpers import NbdkitProcess  # noqa: E402
 
 MiB = 1 << 20
 
@@ -70,3 +82,46 @@ def lab_si(lab):
             Disconnect(si)
         except Exception:
             pass
+
+
+@pytest.fixture
+def nbdkit(tmp_path):
+    """start(name, plugin, *plugin args, read_only=False, filters=()) -> a NbdkitProcess in tmp_path.
+
+    Every server started is stopped after the test.
+    """
+    started = []
+
+    def start(name, plugin, *args, **kwargs):
+        server = NbdkitProcess(tmp_path, name, plugin, *args, **kwargs)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def vma_receivers(tmp_path):
+    """start(token=None) -> the lab's VMA receiver (tests/lab/vma_receiver.py) in process on 127.0.0.1, port 0.
+
+    ``.url`` is its base URL, ``.state.mode`` ok/fail/stall. Every receiver
+    started is stopped (mode back to ok first) after the test.
+    """
+    started = []
+
+    def start(token=None):
+        log = tmp_path / ('updates.jsonl' if not started else 'updates-%d.jsonl' % len(started))
+        receiver = VMAReceiver(str(log), token=token).start()
+        started.append(receiver)
+        return receiver
+
+    try:
+        yield start
+    finally:
+        for receiver in started:
+            receiver.state.mode = 'ok'
+            receiver.stop()

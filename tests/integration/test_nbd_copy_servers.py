@@ -9,110 +9,30 @@ the state file holds the new changeId, or is untouched when the copy fails.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import hashlib
 import os
 import random
 import shutil
-import subprocess
 import time
 
 import pytest
 
 from ansible_collections.migratekit.migration.plugins.module_utils import nbd_copy, sync_state
 from ansible_collections.migratekit.migration.plugins.module_utils.extents import write_extents_file
+from ansible_collections.migratekit.migration.tests.integration.helpers import (
+    MiB,
+    compare,
+    digest,
+    garbage,
+    patterned_chunks,
+    write_image,
+)
 
 pytest.importorskip('nbd')
 pytestmark = pytest.mark.skipif(not (shutil.which('nbdkit') and shutil.which('qemu-img')),
                                 reason='needs nbdkit and qemu-img')
 
-MiB = 1024 * 1024
 SIZE = 64 * MiB
 VM = '4207c2a6-0a3e-4a3f-9c6e-3f1a2b3c4d5e'
-
-
-class Nbdkit(object):
-    """One nbdkit on a unix socket; stopped at teardown (and with the test process)."""
-
-    def __init__(self, directory, name, plugin, *args, **kwargs):
-        self.socket = os.path.join(str(directory), name + '.sock')
-        self.pidfile = os.path.join(str(directory), name + '.pid')
-        argv = ['nbdkit', '--exit-with-parent', '-f', '-U', self.socket, '-P', self.pidfile]
-        if kwargs.get('read_only'):
-            argv.append('-r')
-        for name_ in kwargs.get('filters', ()):
-            argv.append('--filter=' + name_)
-        argv.append(plugin)
-        argv.extend(args)
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while not os.path.exists(self.pidfile):
-            assert self.proc.poll() is None, 'nbdkit failed: %s' % ' '.join(argv)
-            assert time.monotonic() < deadline, 'nbdkit did not start: %s' % ' '.join(argv)
-            time.sleep(0.01)
-
-    @property
-    def uri(self):
-        return 'nbd+unix:///?socket=' + self.socket
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def servers(tmp_path):
-    started = []
-
-    def start(name, plugin, *args, **kwargs):
-        server = Nbdkit(tmp_path, name, plugin, *args, **kwargs)
-        started.append(server)
-        return server
-    yield start
-    for server in started:
-        server.stop()
-
-
-def write_image(path, size, chunks=(), fill=None):
-    """A sparse raw image: ``chunks`` are ``(offset, bytes)`` written into it."""
-    with open(path, 'wb') as handle:
-        if fill is not None:
-            block = fill(MiB)
-            for offset in range(0, size, MiB):
-                handle.write(block[:min(MiB, size - offset)])
-        handle.truncate(size)
-        for offset, data in chunks:
-            handle.seek(offset)
-            handle.write(data)
-    return path
-
-
-def patterned_chunks(size, seed, count=40):
-    rng = random.Random(seed)
-    chunks = []
-    for _index in range(count):
-        length = rng.choice((4096, 65536, 300000, 2 * MiB + 17))
-        offset = rng.randrange(0, size - length)
-        chunks.append((offset, bytes(rng.getrandbits(8) for _byte in range(256)) * (length // 256) +
-                       b'\x5a' * (length % 256)))
-    # allocated zeros in the middle of data: must become zero requests
-    chunks.append((10 * MiB, b'\0' * (3 * MiB)))
-    return chunks
-
-
-def compare(a, b):
-    out = subprocess.run(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', str(a), str(b)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-    assert out.returncode == 0, out.stdout.decode()
-
-
-def digest(path):
-    with open(str(path), 'rb') as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
-
-
-def garbage(length):
-    return bytes(random.Random(7).getrandbits(8) for _byte in range(4096)) * (length // 4096)
 
 
 def fast(**kwargs):
@@ -122,11 +42,11 @@ def fast(**kwargs):
 
 # ---------------------------------------------------------------- full copies
 
-def test_full_copy_onto_garbage_equals_the_source(tmp_path, servers):
+def test_full_copy_onto_garbage_equals_the_source(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), SIZE, patterned_chunks(SIZE, 1))
     target = write_image(str(tmp_path / 'target.img'), SIZE, fill=garbage)
-    src = servers('src', 'file', source, read_only=True)
-    dst = servers('dst', 'file', target)
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target)
     state = str(tmp_path / 'state.json')
     result = nbd_copy.copy_disk(src.uri, dst.uri, state_file=state, vm_uuid=VM, disk_key=2000,
                                 change_id='52 aa/1', verify='checksum')
@@ -139,12 +59,12 @@ def test_full_copy_onto_garbage_equals_the_source(tmp_path, servers):
     assert result['committed_change_id'] == '52 aa/1'
 
 
-def test_full_copy_onto_a_zero_target_skips_holes(tmp_path, servers):
+def test_full_copy_onto_a_zero_target_skips_holes(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), SIZE, patterned_chunks(SIZE, 2))
     target = str(tmp_path / 'target.img')
     write_image(target, SIZE)
-    src = servers('src', 'file', source, read_only=True)
-    dst = servers('dst', 'file', target)
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target)
     result = nbd_copy.copy_disk(src.uri, dst.uri, target_is_zero=True, connections=2)
     compare(source, target)
     assert result['bytes_zeroed'] == 0
@@ -152,33 +72,33 @@ def test_full_copy_onto_a_zero_target_skips_holes(tmp_path, servers):
     assert result['throughput_bps'] > 0
 
 
-def test_full_copy_from_a_server_without_block_status_uses_zero_detection(tmp_path, servers):
+def test_full_copy_from_a_server_without_block_status_uses_zero_detection(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), SIZE, patterned_chunks(SIZE, 3))
     target = write_image(str(tmp_path / 'target.img'), SIZE, fill=garbage)
-    src = servers('src', 'file', source, read_only=True, filters=['noextents'])
-    dst = servers('dst', 'file', target)
+    src = nbdkit('src', 'file', source, read_only=True, filters=['noextents'])
+    dst = nbdkit('dst', 'file', target)
     result = nbd_copy.copy_disk(src.uri, dst.uri)
     compare(source, target)
     assert result['bytes_zeroed'] > SIZE // 2
 
 
-def test_full_copy_from_allocated_extents_zeroes_the_gaps(tmp_path, servers):
+def test_full_copy_from_allocated_extents_zeroes_the_gaps(tmp_path, nbdkit):
     chunks = [(MiB, b'\x11' * MiB), (40 * MiB, b'\x22' * 65536)]
     source = write_image(str(tmp_path / 'source.img'), SIZE, chunks)
     target = write_image(str(tmp_path / 'target.img'), SIZE, fill=garbage)
-    src = servers('src', 'file', source, read_only=True)
-    dst = servers('dst', 'file', target)
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target)
     result = nbd_copy.copy_disk(src.uri, dst.uri, extents=[[MiB, MiB], [40 * MiB, 65536]], sync_type='full')
     compare(source, target)
     assert result['bytes_written'] == MiB + 65536
     assert result['bytes_zeroed'] == SIZE - MiB - 65536
 
 
-def test_target_that_cannot_zero_gets_zero_filled_writes(tmp_path, servers):
+def test_target_that_cannot_zero_gets_zero_filled_writes(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), SIZE, patterned_chunks(SIZE, 4, count=10))
     target = write_image(str(tmp_path / 'target.img'), SIZE, fill=garbage)
-    src = servers('src', 'file', source, read_only=True)
-    dst = servers('dst', 'file', target, filters=['nozero'], )
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target, filters=['nozero'], )
     result = nbd_copy.copy_disk(src.uri, dst.uri, request_size=1 * MiB)
     compare(source, target)
     assert result['bytes_zeroed'] > 0
@@ -209,11 +129,11 @@ def make_incremental(tmp_path, size, seed):
     return old, new, target, extents
 
 
-def test_incremental_copy_of_scattered_extents_equals_the_source(tmp_path, servers):
+def test_incremental_copy_of_scattered_extents_equals_the_source(tmp_path, nbdkit):
     size = SIZE + 12345                               # not a multiple of any request size
     old, new, target, extents = make_incremental(tmp_path, size, 11)
-    src = servers('src', 'file', new, read_only=True)
-    dst = servers('dst', 'file', target)
+    src = nbdkit('src', 'file', new, read_only=True)
+    dst = nbdkit('dst', 'file', target)
     state = str(tmp_path / 'state.json')
     sync_state.commit_disk(state, VM, 2000, 'cbt/1', size, dst.uri)
     extents_file = str(tmp_path / 'extents.json')
@@ -230,34 +150,34 @@ def test_incremental_copy_of_scattered_extents_equals_the_source(tmp_path, serve
     assert sync_state.load(state)['disks']['2000']['change_id'] == 'cbt/2'
 
 
-def test_unaligned_extents_honour_the_target_block_size(tmp_path, servers):
+def test_unaligned_extents_honour_the_target_block_size(tmp_path, nbdkit):
     size = SIZE
     old, new, target, extents = make_incremental(tmp_path, size, 12)
-    src = servers('src', 'file', new, read_only=True)
+    src = nbdkit('src', 'file', new, read_only=True)
     # the target rejects (EINVAL) any request not aligned to 4096 or larger than 64 KiB
-    dst = servers('dst', 'file', target, 'blocksize-minimum=4096', 'blocksize-preferred=4096',
-                  'blocksize-maximum=65536', 'blocksize-error-policy=error', filters=['blocksize-policy'])
+    dst = nbdkit('dst', 'file', target, 'blocksize-minimum=4096', 'blocksize-preferred=4096',
+                 'blocksize-maximum=65536', 'blocksize-error-policy=error', filters=['blocksize-policy'])
     result = nbd_copy.copy_disk(src.uri, dst.uri, extents=[list(e) for e in extents], request_size=1 * MiB)
     compare(new, target)
     assert result['request_size'] == 65536
 
 
-def test_transient_errors_are_retried_and_the_target_is_identical(tmp_path, servers):
+def test_transient_errors_are_retried_and_the_target_is_identical(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), SIZE, patterned_chunks(SIZE, 5))
     target = write_image(str(tmp_path / 'target.img'), SIZE, fill=garbage)
-    src = servers('src', 'file', source, 'error=EIO', 'error-pread-rate=3%', read_only=True, filters=['error'])
-    dst = servers('dst', 'file', target, 'error=EIO', 'error-pwrite-rate=3%', 'error-zero-rate=3%',
-                  filters=['error'])
+    src = nbdkit('src', 'file', source, 'error=EIO', 'error-pread-rate=3%', read_only=True, filters=['error'])
+    dst = nbdkit('dst', 'file', target, 'error=EIO', 'error-pwrite-rate=3%', 'error-zero-rate=3%',
+                 filters=['error'])
     result = nbd_copy.copy_disk(src.uri, dst.uri, request_size=65536, **fast())
     compare(source, target)
     assert result['retried_requests'] > 0
 
 
-def test_persistent_error_fails_and_leaves_the_state_untouched(tmp_path, servers):
+def test_persistent_error_fails_and_leaves_the_state_untouched(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), SIZE, patterned_chunks(SIZE, 6))
     target = write_image(str(tmp_path / 'target.img'), SIZE)
-    src = servers('src', 'file', source, read_only=True)
-    dst = servers('dst', 'file', target, 'error=ENOSPC', 'error-pwrite-rate=100%', filters=['error'])
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target, 'error=ENOSPC', 'error-pwrite-rate=100%', filters=['error'])
     state = str(tmp_path / 'state.json')
     sync_state.commit_disk(state, VM, 2000, 'cbt/1', SIZE, dst.uri)
     before = open(state).read()
@@ -271,11 +191,11 @@ def test_persistent_error_fails_and_leaves_the_state_untouched(tmp_path, servers
     assert open(state).read() == before
 
 
-def test_eio_that_never_clears_fails_after_the_retries(tmp_path, servers):
+def test_eio_that_never_clears_fails_after_the_retries(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), 4 * MiB, [(0, b'\x01' * 4 * MiB)])
     target = write_image(str(tmp_path / 'target.img'), 4 * MiB)
-    src = servers('src', 'file', source, 'error=EIO', 'error-pread-rate=100%', read_only=True, filters=['error'])
-    dst = servers('dst', 'file', target)
+    src = nbdkit('src', 'file', source, 'error=EIO', 'error-pread-rate=100%', read_only=True, filters=['error'])
+    dst = nbdkit('dst', 'file', target)
     with pytest.raises(nbd_copy.CopyIOError) as caught:
         nbd_copy.copy_disk(src.uri, dst.uri, retries=2, **fast())
     assert caught.value.attempts == 3
@@ -283,11 +203,11 @@ def test_eio_that_never_clears_fails_after_the_retries(tmp_path, servers):
     assert 'EIO' in str(caught.value)
 
 
-def test_a_stalled_server_fails_after_the_io_timeout(tmp_path, servers):
+def test_a_stalled_server_fails_after_the_io_timeout(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), MiB, [(0, b'\x01' * MiB)])
     target = write_image(str(tmp_path / 'target.img'), MiB)
-    src = servers('src', 'file', source, 'delay-read=3', read_only=True, filters=['delay'])
-    dst = servers('dst', 'file', target)
+    src = nbdkit('src', 'file', source, 'delay-read=3', read_only=True, filters=['delay'])
+    dst = nbdkit('dst', 'file', target)
     started = time.monotonic()
     with pytest.raises(nbd_copy.CopyIOError, match='no reply from the source for 1 s'):
         nbd_copy.copy_disk(src.uri, dst.uri, io_timeout=1)
@@ -296,12 +216,12 @@ def test_a_stalled_server_fails_after_the_io_timeout(tmp_path, servers):
 
 # ---------------------------------------------------------------- validation before writing
 
-def test_target_smaller_than_source_fails_before_writing(tmp_path, servers):
+def test_target_smaller_than_source_fails_before_writing(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), SIZE, patterned_chunks(SIZE, 7, count=5))
     target = write_image(str(tmp_path / 'target.img'), SIZE - MiB, fill=garbage)
     before = digest(target)
-    src = servers('src', 'file', source, read_only=True)
-    dst = servers('dst', 'file', target)
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target)
     with pytest.raises(nbd_copy.ValidationError, match='smaller than the source'):
         nbd_copy.copy_disk(src.uri, dst.uri, state_file=str(tmp_path / 'state.json'), disk_key=2000,
                            change_id='cbt/1')
@@ -309,41 +229,41 @@ def test_target_smaller_than_source_fails_before_writing(tmp_path, servers):
     assert not os.path.exists(str(tmp_path / 'state.json'))
 
 
-def test_extent_beyond_the_source_fails_before_writing(tmp_path, servers):
+def test_extent_beyond_the_source_fails_before_writing(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), SIZE, patterned_chunks(SIZE, 8, count=5))
     target = write_image(str(tmp_path / 'target.img'), SIZE, fill=garbage)
     before = digest(target)
-    src = servers('src', 'file', source, read_only=True)
-    dst = servers('dst', 'file', target)
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target)
     with pytest.raises(nbd_copy.ValidationError, match='beyond the disk size'):
         nbd_copy.copy_disk(src.uri, dst.uri, extents=[[0, 4096], [SIZE - 10, 20]])
     assert digest(target) == before
 
 
-def test_unreachable_target_names_it(tmp_path, servers):
+def test_unreachable_target_names_it(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), MiB)
-    src = servers('src', 'file', source, read_only=True)
+    src = nbdkit('src', 'file', source, read_only=True)
     missing = 'nbd+unix:///?socket=' + str(tmp_path / 'nobody.sock')
     with pytest.raises(nbd_copy.ConnectError, match='cannot connect to the target'):
         nbd_copy.copy_disk(src.uri, missing, extents=[[0, 512]], disk_key=2000)
 
 
-def test_read_only_target_is_refused(tmp_path, servers):
+def test_read_only_target_is_refused(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), MiB)
     target = write_image(str(tmp_path / 'target.img'), MiB)
-    src = servers('src', 'file', source, read_only=True)
-    dst = servers('dst', 'file', target, read_only=True)
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target, read_only=True)
     with pytest.raises(nbd_copy.ValidationError, match='read-only'):
         nbd_copy.copy_disk(src.uri, dst.uri)
 
 
 # ---------------------------------------------------------------- idempotence, check mode
 
-def test_nothing_to_copy_is_not_a_change(tmp_path, servers):
+def test_nothing_to_copy_is_not_a_change(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), MiB)
     target = write_image(str(tmp_path / 'target.img'), MiB)
-    src = servers('src', 'file', source, read_only=True)
-    dst = servers('dst', 'file', target)
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target)
     state = str(tmp_path / 'state.json')
     sync_state.commit_disk(state, VM, 2000, 'cbt/1', MiB, dst.uri)
     result = nbd_copy.copy_disk(src.uri, dst.uri, extents=[], sync_type='incremental', state_file=state,
@@ -353,12 +273,12 @@ def test_nothing_to_copy_is_not_a_change(tmp_path, servers):
     assert result['committed_change_id'] == 'cbt/1' and result['state_updated'] is False
 
 
-def test_check_mode_plans_without_writing(tmp_path, servers):
+def test_check_mode_plans_without_writing(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), SIZE, [(0, b'\x01' * MiB), (8 * MiB, b'\x02' * 2 * MiB)])
     target = write_image(str(tmp_path / 'target.img'), SIZE, fill=garbage)
     before = digest(target)
-    src = servers('src', 'file', source, read_only=True)
-    dst = servers('dst', 'file', target)
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target)
     result = nbd_copy.copy_disk(src.uri, dst.uri, check_mode=True)
     assert digest(target) == before
     assert result['plan']['data_bytes'] == 3 * MiB
@@ -368,9 +288,9 @@ def test_check_mode_plans_without_writing(tmp_path, servers):
     assert zero_target['plan']['skipped_bytes'] == SIZE - 3 * MiB
 
 
-def test_progress_is_reported_as_requests_complete(tmp_path, servers):
-    src = servers('src', 'sparse-random', 'size=%d' % (256 * MiB), 'seed=3', 'percent=50', read_only=True)
-    dst = servers('dst', 'memory', 'size=%d' % (256 * MiB))
+def test_progress_is_reported_as_requests_complete(tmp_path, nbdkit):
+    src = nbdkit('src', 'sparse-random', 'size=%d' % (256 * MiB), 'seed=3', 'percent=50', read_only=True)
+    dst = nbdkit('dst', 'memory', 'size=%d' % (256 * MiB))
     updates = []
     result = nbd_copy.copy_disk(src.uri, dst.uri, progress=lambda done, moved: updates.append((done, moved)))
     assert updates[-1] == (256 * MiB, result['bytes_written'])

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 
 import pytest
@@ -19,50 +18,33 @@ except ImportError:  # pragma: no cover
     pytest.skip('python 3 only', allow_module_level=True)
 
 from ansible_collections.migratekit.migration.plugins.module_utils import sync_state
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from test_nbd_copy_servers import MiB, Nbdkit, compare, digest, garbage, patterned_chunks, write_image  # noqa: E402
+from ansible_collections.migratekit.migration.tests.integration.helpers import (
+    ANSIBLE,
+    ANSIBLE_DOC,
+    MiB,
+    compare,
+    digest,
+    garbage,
+    patterned_chunks,
+    run_module,
+    write_image,
+)
 
 pytest.importorskip('nbd')
-REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
-PYTHON = os.path.join(REPO_ROOT, '.venv', 'bin', 'python')
-ANSIBLE = os.path.join(REPO_ROOT, '.venv', 'bin', 'ansible')
 pytestmark = pytest.mark.skipif(not (os.path.exists(ANSIBLE) and shutil.which('nbdkit')),
                                 reason='needs the venv ansible and nbdkit')
 SIZE = 32 * MiB
 VM = '4207c2a6-0a3e-4a3f-9c6e-3f1a2b3c4d5e'
-MODULE = 'migratekit.migration.nbd_incremental_copy'
-
-
-def run_module(args, check=False, env=None):
-    argv = [ANSIBLE, 'localhost', '-i', 'localhost,', '-c', 'local', '-m', MODULE, '-a', json.dumps(args),
-            '-e', 'ansible_python_interpreter=' + PYTHON]
-    if check:
-        argv.append('--check')
-    environ = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_DEPRECATION_WARNINGS='0', ANSIBLE_HOST_KEY_CHECKING='0')
-    environ.pop('ANSIBLE_STDOUT_CALLBACK', None)
-    environ.update(env or {})
-    out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ, timeout=120, check=False)
-    text = out.stdout.decode()
-    # ad-hoc (minimal callback) output: "localhost | CHANGED => {json}"
-    try:
-        data = json.loads(text[text.index(' => ') + 4:])
-        data.setdefault('failed', '| FAILED!' in text.split(' => ')[0])
-    except ValueError:
-        raise AssertionError('ansible printed no result: %s %s' % (text[-2000:], out.stderr.decode()))
-    return data, text + out.stderr.decode()
+MODULE = 'nbd_incremental_copy'
 
 
 @pytest.fixture
-def disk(tmp_path):
+def disk(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), SIZE, patterned_chunks(SIZE, 21, count=12))
     target = write_image(str(tmp_path / 'target.img'), SIZE, fill=garbage)
-    src = Nbdkit(tmp_path, 'src', 'file', source, read_only=True)
-    dst = Nbdkit(tmp_path, 'dst', 'file', target)
-    yield {'source': source, 'target': target, 'src': src, 'dst': dst, 'state': str(tmp_path / 'state.json')}
-    src.stop()
-    dst.stop()
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target)
+    return {'source': source, 'target': target, 'src': src, 'dst': dst, 'state': str(tmp_path / 'state.json')}
 
 
 class VmaHandler(BaseHTTPRequestHandler):
@@ -99,19 +81,20 @@ def test_check_mode_apply_and_repeat_with_nothing_to_copy(disk, vma):
             'progress_interval': 0.2}
     before = digest(disk['target'])
 
-    planned, _out = run_module(args, check=True, env={'MIGRATEKIT_PROGRESS_JOB_ID': 'job-7'})
+    planned = run_module(MODULE, args, check=True, env={'MIGRATEKIT_PROGRESS_JOB_ID': 'job-7'}).result
     assert planned['changed'] is True, planned
     assert planned['plan']['data_bytes'] + planned['plan']['zero_bytes'] == SIZE
     assert digest(disk['target']) == before
     assert not os.path.exists(disk['state'])
 
-    applied, out = run_module(args, env={'MIGRATEKIT_PROGRESS_JOB_ID': 'job-7'})
+    run = run_module(MODULE, args, env={'MIGRATEKIT_PROGRESS_JOB_ID': 'job-7'})
+    applied = run.result
     assert applied['changed'] is True, applied
     compare(disk['source'], disk['target'])
     assert applied['bytes_written'] + applied['bytes_zeroed'] == SIZE
     assert applied['committed_change_id'] == '52 de/3' and applied['state_updated'] is True
     assert sync_state.load(disk['state'])['disks']['2000']['change_id'] == '52 de/3'
-    assert 'sekrit-token' not in out
+    assert 'sekrit-token' not in run.output
     # progress went to the VMA: start at 0 %, final Completed at 100 %, with the token
     assert vma.updates, 'no progress update reached the VMA'
     paths = set(path for path, _auth, _body in vma.updates)
@@ -123,24 +106,22 @@ def test_check_mode_apply_and_repeat_with_nothing_to_copy(disk, vma):
 
     repeat = dict(args, extents=[], sync_type='incremental')
     repeat.pop('vma_url')
-    again, _out = run_module(repeat)
+    again = run_module(MODULE, repeat).result
     assert again['changed'] is False, again
     assert again['state_updated'] is False and again['committed_change_id'] == '52 de/3'
 
 
-def test_persistent_error_fails_the_task_and_keeps_the_state(tmp_path, disk):
+def test_persistent_error_fails_the_task_and_keeps_the_state(disk, nbdkit):
     sync_state.commit_disk(disk['state'], VM, 2000, 'cbt/1', SIZE, disk['dst'].uri)
     before = open(disk['state']).read()
-    failing = Nbdkit(tmp_path, 'bad', 'file', disk['target'], 'error=EIO', 'error-pwrite-rate=100%', 'error-zero-rate=100%',
+    failing = nbdkit('bad', 'file', disk['target'], 'error=EIO', 'error-pwrite-rate=100%', 'error-zero-rate=100%',
                      filters=['error'])
-    try:
-        args = {'source': disk['src'].uri, 'target': failing.uri, 'extents': [[MiB, 65536]],
-                'sync_type': 'full', 'state_file': disk['state'], 'vm_uuid': VM, 'disk_key': 2000,
-                'change_id': 'cbt/2', 'retries': 1}
-        result, _out = run_module(args)
-    finally:
-        failing.stop()
-    assert result.get('failed') is True, result
+    args = {'source': disk['src'].uri, 'target': failing.uri, 'extents': [[MiB, 65536]],
+            'sync_type': 'full', 'state_file': disk['state'], 'vm_uuid': VM, 'disk_key': 2000,
+            'change_id': 'cbt/2', 'retries': 1}
+    run = run_module(MODULE, args)
+    result = run.result
+    assert run.failed, result
     assert 'to target failed for disk 2000 at offset' in result['msg']
     assert result['failed_disk'] == 'disk 2000' and result['failed_offset'] is not None
     assert open(disk['state']).read() == before
@@ -149,14 +130,15 @@ def test_persistent_error_fails_the_task_and_keeps_the_state(tmp_path, disk):
 def test_bad_input_fails_before_writing(disk):
     before = digest(disk['target'])
     args = {'source': disk['src'].uri, 'target': disk['dst'].uri, 'extents': [[SIZE - 1, 2]]}
-    result, _out = run_module(args)
-    assert result.get('failed') is True
+    run = run_module(MODULE, args)
+    result = run.result
+    assert run.failed
     assert 'validate extents failed' in result['msg'] and 'beyond the disk size' in result['msg']
     assert digest(disk['target']) == before
 
 
 def test_documentation_renders():
-    out = subprocess.run([os.path.join(REPO_ROOT, '.venv', 'bin', 'ansible-doc'), MODULE],
+    out = subprocess.run([ANSIBLE_DOC, 'migratekit.migration.' + MODULE],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     assert out.returncode == 0, out.stderr.decode()
     text = out.stdout.decode()

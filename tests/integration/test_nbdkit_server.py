@@ -7,56 +7,26 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-nbd = pytest.importorskip('nbd')
+from ansible_collections.migratekit.migration.tests.integration import helpers
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYTHON = os.path.join(REPO_ROOT, '.venv', 'bin', 'python')
-if not os.path.exists(PYTHON):
-    PYTHON = sys.executable
-ANSIBLE = os.path.join(os.path.dirname(PYTHON), 'ansible')
+nbd = pytest.importorskip('nbd')
 
 pytestmark = pytest.mark.skipif(shutil.which('nbdkit') is None, reason='nbdkit is not installed')
 
 
 def run_module(args, check=False, diff=False):
     """Run nbdkit_server through ansible (ad hoc, localhost); return (failed, result)."""
-    cmd = [ANSIBLE, 'localhost', '-e', 'ansible_python_interpreter=' + PYTHON,
-           '-m', 'migratekit.migration.nbdkit_server', '-a', json.dumps(args)]
-    if check:
-        cmd.append('--check')
-    if diff:
-        cmd.append('--diff')
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='minimal', ANSIBLE_LOCALHOST_WARNING='0',
-               ANSIBLE_NOCOLOR='1', ANSIBLE_DEPRECATION_WARNINGS='0')
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120,
-                          universal_newlines=True, check=False)
-    out = proc.stdout
-    head, _sep, body = out.partition(' => ')
-    assert body, 'unexpected ansible output: %s %s' % (out, proc.stderr)
-    return 'FAILED' in head, json.loads(body)
+    run = helpers.run_module('nbdkit_server', args, check=check, diff=diff)
+    return run.failed, run.result
 
 
 def live_nbdkit(socket_path):
     """Live (non-zombie) nbdkit processes serving ``socket_path``."""
-    found = []
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit():
-            continue
-        try:
-            with open('/proc/%s/status' % pid) as handle:
-                if any(line.startswith('State:') and line.split()[1] == 'Z' for line in handle):
-                    continue
-            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
-                argv = handle.read().split(b'\0')
-        except (IOError, OSError):
-            continue
-        if argv and b'nbdkit' in argv[0] and socket_path.encode() in argv:
-            found.append(int(pid))
-    return found
+    return [pid for pid, _pgid, argv in helpers.live_processes()
+            if argv and b'nbdkit' in argv[0] and socket_path.encode() in argv]
 
 
 def read_all(uri, size):
