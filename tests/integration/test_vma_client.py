@@ -6,8 +6,6 @@ receiver fails (500), stalls or is gone."""
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import importlib.util
-import os
 import socket
 import statistics
 import time
@@ -15,42 +13,23 @@ import time
 import pytest
 
 from ansible_collections.migratekit.migration.plugins.module_utils import vma
+from ansible_collections.migratekit.migration.tests.integration.helpers import received
 
 pytest.importorskip('requests')
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RECEIVER_PATH = os.path.join(REPO_ROOT, 'tests', 'lab', 'vma_receiver.py')
 TOKEN = 'integration-t0ken-abc'
 INTERVAL = 0.2
 
 
-def load_receiver_module():
-    spec = importlib.util.spec_from_file_location('migratekit_lab_vma_receiver', RECEIVER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
-def receiver(tmp_path):
+def receiver(vma_receivers):
     """The lab receiver in-process on 127.0.0.1, port 0; ``.state.mode`` is ok/fail/stall."""
-    rec = load_receiver_module().VMAReceiver(str(tmp_path / 'updates.jsonl')).start()
-    yield rec
-    rec.state.mode = 'ok'
-    rec.stop()
+    return vma_receivers()
 
 
 @pytest.fixture
-def token_receiver(tmp_path):
-    rec = load_receiver_module().VMAReceiver(str(tmp_path / 'updates.jsonl'), token=TOKEN).start()
-    yield rec
-    rec.stop()
-
-
-def received(rec, status_code=None):
-    with rec.state.lock:
-        updates = list(rec.state.updates)
-    return [u for u in updates if status_code is None or u['status_code'] == status_code]
+def token_receiver(vma_receivers):
+    return vma_receivers(token=TOKEN)
 
 
 def closed_port_url():

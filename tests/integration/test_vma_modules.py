@@ -4,84 +4,22 @@ against the lab's VMA receiver on 127.0.0.1."""
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYTHON = os.path.join(REPO_ROOT, '.venv', 'bin', 'python')
-if not os.path.exists(PYTHON):
-    PYTHON = sys.executable
-ANSIBLE = os.path.join(os.path.dirname(PYTHON), 'ansible')
-RECEIVER_PATH = os.path.join(REPO_ROOT, 'tests', 'lab', 'vma_receiver.py')
+from ansible_collections.migratekit.migration.tests.integration.helpers import JOB_ID_ENV, received, run_module
+
 TOKEN = 'module-integration-t0ken'
-JOB_ID_ENV = 'MIGRATEKIT_PROGRESS_JOB_ID'
-
-
-@pytest.fixture(scope='module')
-def collections_path(tmp_path_factory):
-    """A directory with ansible_collections/migratekit/migration -> this checkout, for ANSIBLE_COLLECTIONS_PATH."""
-    root = tmp_path_factory.mktemp('collections')
-    namespace = root / 'ansible_collections' / 'migratekit'
-    namespace.mkdir(parents=True)
-    os.symlink(REPO_ROOT, str(namespace / 'migration'))
-    return str(root)
-
-
-def load_receiver_module():
-    spec = importlib.util.spec_from_file_location('migratekit_lab_vma_receiver', RECEIVER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
-def receiver(tmp_path):
-    rec = load_receiver_module().VMAReceiver(str(tmp_path / 'updates.jsonl'), token=TOKEN).start()
-    yield rec
-    rec.state.mode = 'ok'
-    rec.stop()
+def receiver(vma_receivers):
+    return vma_receivers(token=TOKEN)
 
 
-def received(rec):
-    with rec.state.lock:
-        return list(rec.state.updates)
-
-
-class Run(object):
-    def __init__(self, failed, result, stdout, stderr):
-        self.failed, self.result, self.stdout, self.stderr = failed, result, stdout, stderr
-
-    @property
-    def warnings(self):
-        return ' '.join(self.stderr.split())
-
-
-def run_module(collections_path, module, args, check=False, env=None):
-    """Run a module through `ansible localhost -m` and return a Run."""
-    cmd = [ANSIBLE, 'localhost', '-e', 'ansible_python_interpreter=' + PYTHON,
-           '-m', 'migratekit.migration.' + module, '-a', json.dumps(args)]
-    if check:
-        cmd.append('--check')
-    run_env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path, ANSIBLE_STDOUT_CALLBACK='minimal',
-                   ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_NOCOLOR='1', ANSIBLE_DEPRECATION_WARNINGS='0',
-                   ANSIBLE_INVENTORY_UNPARSED_WARNING='0')
-    run_env.pop(JOB_ID_ENV, None)
-    run_env.update(env or {})
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=run_env, timeout=120,
-                          universal_newlines=True, check=False)
-    head, dummy, body = proc.stdout.partition(' => ')
-    assert body, 'unexpected ansible output: %s %s' % (proc.stdout, proc.stderr)
-    return Run('FAILED' in head, json.loads(body), proc.stdout, proc.stderr)
-
-
-def test_vma_progress_posts_one_update(collections_path, receiver):
-    out = run_module(collections_path, 'vma_progress', dict(
+def test_vma_progress_posts_one_update(receiver):
+    out = run_module('vma_progress', dict(
         vma_url=receiver.url, job_id='job/1', token=TOKEN, stage='Complete', status='Completed',
         disk_id='2000', bytes_transferred=4096, total_bytes=4096, throughput_bps=1024, sync_type='incremental'))
     assert not out.failed, out.stdout + out.stderr
@@ -95,24 +33,24 @@ def test_vma_progress_posts_one_update(collections_path, receiver):
     assert TOKEN not in out.stdout + out.stderr
 
 
-def test_vma_progress_check_mode_posts_nothing(collections_path, receiver):
-    out = run_module(collections_path, 'vma_progress', dict(
+def test_vma_progress_check_mode_posts_nothing(receiver):
+    out = run_module('vma_progress', dict(
         vma_url=receiver.url, job_id='job-2', token=TOKEN, stage='Discover', status='Running'), check=True)
     assert not out.failed and out.result['changed'] is True and out.result['posted'] is False
     assert out.result['update'] == dict(stage='Discover', status='Running')
     assert received(receiver) == []
 
 
-def test_vma_progress_job_id_from_environment(collections_path, receiver):
-    out = run_module(collections_path, 'vma_progress', dict(
+def test_vma_progress_job_id_from_environment(receiver):
+    out = run_module('vma_progress', dict(
         vma_url=receiver.url, token=TOKEN, stage='Discover', status='Queued'), env={JOB_ID_ENV: 'awx-job-77'})
     assert not out.failed and out.result['job_id'] == 'awx-job-77'
     assert received(receiver)[0]['job_id'] == 'awx-job-77'
 
 
-def test_vma_progress_failing_vma_is_a_warning_by_default(collections_path, receiver):
+def test_vma_progress_failing_vma_is_a_warning_by_default(receiver):
     receiver.state.mode = 'fail'
-    out = run_module(collections_path, 'vma_progress', dict(
+    out = run_module('vma_progress', dict(
         vma_url=receiver.url, job_id='job-3', token=TOKEN, stage='Transfer', status='Failed', msg='copy failed'))
     assert not out.failed, out.stdout
     assert out.result['changed'] is False and out.result['posted'] is False
@@ -124,48 +62,48 @@ def test_vma_progress_failing_vma_is_a_warning_by_default(collections_path, rece
     assert TOKEN not in out.stdout + out.stderr
 
 
-def test_vma_progress_failing_vma_fails_when_required(collections_path, receiver):
+def test_vma_progress_failing_vma_fails_when_required(receiver):
     receiver.state.mode = 'fail'
-    out = run_module(collections_path, 'vma_progress', dict(
+    out = run_module('vma_progress', dict(
         vma_url=receiver.url, job_id='job-4', token=TOKEN, stage='Discover', status='Running', required=True))
     assert out.failed
     assert out.result['msg'].startswith("Cannot post the progress update for job 'job-4' at %s" % receiver.url)
     assert 'HTTP 500: internal_error' in out.result['msg']
 
 
-def test_vma_progress_bad_input_fails_before_posting(collections_path, receiver):
-    out = run_module(collections_path, 'vma_progress', dict(
+def test_vma_progress_bad_input_fails_before_posting(receiver):
+    out = run_module('vma_progress', dict(
         vma_url=receiver.url, job_id='job-5', stage='Transfer', status='Running', percent=150))
     assert out.failed and out.result['msg'] == (
         "Cannot post a progress update to the VMA for job 'job-5': invalid percent: expected a number from 0 to "
         "100, got 150.0")
-    out = run_module(collections_path, 'vma_progress', dict(vma_url=receiver.url, stage='Discover', status='Running'))
+    out = run_module('vma_progress', dict(vma_url=receiver.url, stage='Discover', status='Running'))
     assert out.failed and 'invalid job_id' in out.result['msg'] and JOB_ID_ENV in out.result['msg']
     assert received(receiver) == []
 
 
-def test_vma_progress_info(collections_path, receiver):
+def test_vma_progress_info(receiver):
     args = dict(vma_url=receiver.url, job_id='job 6', token=TOKEN)
-    out = run_module(collections_path, 'vma_progress_info', args, check=True)
+    out = run_module('vma_progress_info', args, check=True)
     assert not out.failed and out.result['found'] is False and out.result['progress'] == {}
-    run_module(collections_path, 'vma_progress', dict(args, stage='Transfer', status='Running', disk_id='disk-2000',
-                                                      bytes_transferred=25, total_bytes=100))
-    out = run_module(collections_path, 'vma_progress_info', args, check=True)
+    run_module('vma_progress', dict(args, stage='Transfer', status='Running', disk_id='disk-2000',
+                                    bytes_transferred=25, total_bytes=100))
+    out = run_module('vma_progress_info', args, check=True)
     assert not out.failed and out.result['changed'] is False and out.result['found'] is True
     assert out.result['progress']['status'] == 'Running' and out.result['progress']['percent'] == 25.0
     assert out.result['url'] == receiver.url + '/api/v1/progress/job%206'
-    out = run_module(collections_path, 'vma_progress_info', dict(args, token='wrong-' + TOKEN))
+    out = run_module('vma_progress_info', dict(args, token='wrong-' + TOKEN))
     assert out.failed and out.result['msg'] == (
         "Cannot read the progress of job 'job 6' at %s/api/v1/progress/job%%206: HTTP 401: unauthorized: a valid "
         "bearer token is required" % receiver.url)
     assert TOKEN not in out.stdout + out.stderr
 
 
-def test_vma_progress_stalled_vma_costs_one_read_timeout(collections_path, receiver):
+def test_vma_progress_stalled_vma_costs_one_read_timeout(receiver):
     receiver.state.stall_seconds = 30.0
     receiver.state.mode = 'stall'
     began = time.monotonic()
-    out = run_module(collections_path, 'vma_progress', dict(
+    out = run_module('vma_progress', dict(
         vma_url=receiver.url, job_id='job-7', token=TOKEN, stage='Discover', status='Running'))
     took = time.monotonic() - began
     assert not out.failed and out.result['posted'] is False
