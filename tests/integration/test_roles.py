@@ -21,16 +21,22 @@ import time
 
 import pytest
 
+from ansible_collections.migratekit.migration.tests.integration.helpers import (
+    ANSIBLE_PLAYBOOK,
+    REPO_ROOT,
+    MiB,
+    ansible_env,
+    live_processes,
+    processes_mentioning,
+    run_playbook,
+)
+
 pytest.importorskip('nbd')
 pytest.importorskip('pyVmomi')
 
 from lab import Lab  # noqa: E402  (tests/integration/conftest.py puts tests/lab on sys.path)
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOKS = os.path.join(REPO_ROOT, 'playbooks')
-VENV_BIN = os.path.join(REPO_ROOT, '.venv', 'bin')
-ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, 'ansible-playbook')
-MiB = 1 << 20
 VMS = ['VM%d' % i for i in range(10)]
 KEYS = [2000, 2001]
 FORKS = 5
@@ -100,29 +106,25 @@ class Env(object):
         self.timings = []
         self.private_files = []  # copies of the inventory made by the tests
 
-    def _command(self, name, inventory, limit, extra, forks, results_dir):
+    def _playbook_args(self, name, inventory, limit, extra, forks, results_dir):
         dump = os.path.join(self.base, 'dump-%d.yml' % self.runs)
         with open(dump, 'w') as handle:
             handle.write(DUMP_PLAYBOOK % results_dir)
         extra_vars = {'migratekit_state_dir': self.state_dir, 'migratekit_run_dir': self.run_dir}
         extra_vars.update(extra or {})
-        cmd = [ANSIBLE_PLAYBOOK, '-i', inventory or self.lab.inventory, '-f', str(forks),
-               '-e', json.dumps(extra_vars), os.path.join(PLAYBOOKS, name), dump]
+        args = ['-i', inventory or self.lab.inventory, '-f', str(forks),
+                '-e', json.dumps(extra_vars), os.path.join(PLAYBOOKS, name), dump]
         if limit:
-            cmd += ['-l', limit]
-        env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', ANSIBLE_RETRY_FILES_ENABLED='0',
-                   ANSIBLE_HOST_KEY_CHECKING='0', ANSIBLE_DEPRECATION_WARNINGS='0',
-                   PATH=VENV_BIN + os.pathsep + os.environ.get('PATH', ''))
-        return cmd, env
+            args += ['-l', limit]
+        return args
 
     def playbook(self, name, inventory=None, limit=None, extra=None, forks=FORKS):
         self.runs += 1
         results_dir = os.path.join(self.base, 'results-%d' % self.runs)
         os.makedirs(results_dir)
-        cmd, env = self._command(name, inventory, limit, extra, forks, results_dir)
+        args = self._playbook_args(name, inventory, limit, extra, forks, results_dir)
         started = time.monotonic()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                              env=env, timeout=900, check=False)
+        proc = run_playbook(args, timeout=900)
         run = Run(proc, results_dir, time.monotonic() - started)
         self.timings.append((name, limit or 'all', round(run.elapsed, 1)))
         with open(os.path.join(self.base, 'run-%d-%s.log' % (self.runs, name)), 'w') as handle:
@@ -134,10 +136,11 @@ class Env(object):
         self.runs += 1
         results_dir = os.path.join(self.base, 'results-%d' % self.runs)
         os.makedirs(results_dir)
-        cmd, env = self._command(name, None, limit, extra, FORKS, results_dir)
+        args = self._playbook_args(name, None, limit, extra, FORKS, results_dir)
         log = open(os.path.join(self.base, 'run-%d-%s.log' % (self.runs, name)), 'w')
         try:
-            return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            return subprocess.Popen([ANSIBLE_PLAYBOOK] + args, stdout=log, stderr=subprocess.STDOUT, env=ansible_env(),
+                                    start_new_session=True)
         finally:
             log.close()
 
@@ -194,22 +197,7 @@ class Env(object):
             Disconnect(si)
 
     def our_nbdkit(self):
-        found = []
-        marker = self.run_dir.encode()
-        for pid in os.listdir('/proc'):
-            if not pid.isdigit():
-                continue
-            try:
-                with open('/proc/%s/stat' % pid) as handle:
-                    if handle.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X'):
-                        continue
-                with open('/proc/%s/cmdline' % pid, 'rb') as handle:
-                    cmdline = handle.read()
-            except (IOError, OSError):
-                continue
-            if b'nbdkit' in cmdline.split(b'\0')[0] and marker in cmdline:
-                found.append(int(pid))
-        return found
+        return processes_mentioning(self.run_dir, program='nbdkit')
 
     def files_with_password(self):
         secret = self.lab.vcenter['password'].encode()
@@ -255,19 +243,10 @@ def env(tmp_path_factory):
 
 def kill_group_except(pgid, keep):
     """SIGKILL every process of process group ``pgid`` (ours) except those whose argv[0] contains ``keep``."""
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % pid) as handle:
-                fields = handle.read().rsplit(')', 1)[1].split()
-            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
-                argv0 = handle.read().split(b'\0')[0]
-        except (IOError, OSError):
-            continue
-        if int(fields[2]) == pgid and keep not in argv0:
+    for pid, group, argv in live_processes():
+        if group == pgid and keep not in argv[0]:
             try:
-                os.kill(int(pid), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 

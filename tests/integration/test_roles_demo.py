@@ -10,26 +10,9 @@ import time
 
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ansible_collections.migratekit.migration.tests.integration.helpers import REPO_ROOT, processes_mentioning
 
 pytestmark = pytest.mark.skipif(shutil.which('nbdkit') is None, reason='nbdkit is not installed')
-
-
-def processes_mentioning(text):
-    found = []
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % pid) as handle:
-                if handle.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X'):
-                    continue
-            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
-                if text.encode() in handle.read():
-                    found.append(int(pid))
-        except (IOError, OSError):
-            continue
-    return found
 
 
 def test_demo(tmp_path):

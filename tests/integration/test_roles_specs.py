@@ -11,7 +11,13 @@ import subprocess
 import pytest
 import yaml
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ansible_collections.migratekit.migration.tests.integration.helpers import (
+    ANSIBLE_DOC,
+    REPO_ROOT,
+    ansible_env,
+    run_playbook,
+)
+
 ROLES = os.path.join(REPO_ROOT, 'roles')
 PUBLIC = ('full_sync', 'incremental_sync', 'cutover')
 CUTOVER_ONLY = {'migratekit_cutover_shutdown_timeout', 'migratekit_cutover_force', 'migratekit_cutover_mode'}
@@ -116,21 +122,16 @@ def test_tasks_use_fqcn_and_main_only_includes():
 
 
 def test_playbooks_syntax():
-    env = dict(os.environ, ANSIBLE_NOCOLOR='1')
     for name in ('full_sync.yml', 'incremental_sync.yml', 'cutover.yml', 'demo.yml'):
         path = os.path.join(REPO_ROOT, 'playbooks', name)
         if not os.path.exists(path):
             pytest.fail('missing playbook %s' % name)
-        proc = subprocess.run([os.path.join(REPO_ROOT, '.venv', 'bin', 'ansible-playbook'), '--syntax-check',
-                               '-i', 'localhost,', path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True, env=env, check=False)
+        proc = run_playbook(['--syntax-check', '-i', 'localhost,', path])
         assert proc.returncode == 0, proc.stdout
 
 
 def test_role_docs_render():
-    env = dict(os.environ, ANSIBLE_NOCOLOR='1')
     for role in PUBLIC:
-        proc = subprocess.run([os.path.join(REPO_ROOT, '.venv', 'bin', 'ansible-doc'), '-t', 'role',
-                               'migratekit.migration.' + role], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True, env=env, check=False)
+        proc = subprocess.run([ANSIBLE_DOC, '-t', 'role', 'migratekit.migration.' + role], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True, env=ansible_env(), check=False)
         assert proc.returncode == 0 and 'migratekit_targets' in proc.stdout, proc.stdout[-2000:]

@@ -10,42 +10,32 @@ __metaclass__ = type
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from ansible_collections.migratekit.migration.tests.integration.helpers import PYTHON, REPO_ROOT, run_playbook
+
 pytest.importorskip('pyVmomi')
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYTHON = os.path.join(REPO_ROOT, '.venv', 'bin', 'python')
-if not os.path.exists(PYTHON):
-    PYTHON = sys.executable
-ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(PYTHON), 'ansible-playbook')
 TARGET = os.path.join(REPO_ROOT, 'tests', 'integration', 'targets', 'vmware_cbt_snapshot')
 
 
-def run_playbook(lab, tmp_path, extra_args=()):
+def run_target(lab, tmp_path, extra_args=()):
     playbook = tmp_path / 'play.yml'
     playbook.write_text(
         '- hosts: migratekit_vms\n'
         '  gather_facts: false\n'
         '  roles:\n'
         '    - role: %s\n' % TARGET)
-    env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_DEPRECATION_WARNINGS='0', ANSIBLE_RETRY_FILES_ENABLED='0',
-               ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_FORCE_COLOR='0')
-    cmd = [ANSIBLE_PLAYBOOK, '-i', lab.inventory, str(playbook), '--diff', '-v',
-           '-e', 'ansible_python_interpreter=' + PYTHON] + list(extra_args)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=300,
-                          universal_newlines=True, check=False)
-    return proc
+    return run_playbook(['-i', lab.inventory, str(playbook), '--diff', '-v',
+                         '-e', 'ansible_python_interpreter=' + PYTHON] + list(extra_args))
 
 
 def test_check_apply_repeat_absent_through_ansible(lab_factory, tmp_path):
     lab = lab_factory(vms=1, disks=2)
     vm = lab.vm('VM0')
     lab.write('VM0', 2000, offset=3 * 65536, length=65536, seed=1)  # CBT is off: data for the full copy
-    proc = run_playbook(lab, tmp_path)
+    proc = run_target(lab, tmp_path)
     assert proc.returncode == 0, proc.stdout[-6000:]
     results = json.load(open(os.path.join(lab.dir, 'cbt-target', 'VM0', 'results.json')))
 
