@@ -39,7 +39,6 @@ import os
 import random
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -75,47 +74,7 @@ def link_collection():
         sys.path.insert(0, COLLECTIONS_ROOT)
 
 
-# ---------------------------------------------------------------- servers
-
-class Server(object):
-    """One nbdkit process serving on a unix socket, stopped by its own pid."""
-
-    def __init__(self, workdir, name, plugin_args, filters=(), read_only=False):
-        self.socket = os.path.join(workdir, name + '.sock')
-        self.pidfile = os.path.join(workdir, name + '.pid')
-        for path in (self.socket, self.pidfile):
-            if os.path.exists(path):
-                os.unlink(path)
-        argv = ['nbdkit', '--exit-with-parent', '-f', '-U', self.socket, '-P', self.pidfile]
-        if read_only:
-            argv.append('-r')
-        for name_ in filters:
-            argv.append('--filter=' + name_)
-        argv.extend(plugin_args)
-        self.argv = argv
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while not (os.path.exists(self.pidfile) and os.path.exists(self.socket)):
-            if self.proc.poll() is not None:
-                raise RuntimeError('nbdkit exited with %s: %s' % (self.proc.returncode, ' '.join(argv)))
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError('nbdkit did not start: %s' % ' '.join(argv))
-            time.sleep(0.01)
-
-    @property
-    def uri(self):
-        return 'nbd+unix:///?socket=' + self.socket
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
+# ---------------------------------------------------------------- servers (tests/integration/helpers.py:NbdkitProcess)
 
 def delay_args(latency_ms):
     if not latency_ms:
@@ -183,20 +142,21 @@ def run_nbdcopy(source_uri, target_uri, extra):
 
 def bench(args):
     size = args.size
+    link_collection()
+    from ansible_collections.migratekit.migration.tests.integration.helpers import NbdkitProcess
     workdir = tempfile.mkdtemp(prefix='copy-bench-')
     filters, delays = delay_args(args.latency_ms)
     servers = []
     extents_file = None
     try:
         if args.mode == 'full':
-            source = Server(workdir, 'source', ['sparse-random', 'size=%d' % size, 'seed=%d' % args.seed,
-                                                'percent=50'] + delays, filters=filters, read_only=True)
+            source = NbdkitProcess(workdir, 'source', 'sparse-random', 'size=%d' % size, 'seed=%d' % args.seed,
+                                   'percent=50', *delays, filters=filters, read_only=True)
             nbdcopy_extra = []
             engine_source = source
             bytes_expected = None
         else:
             extents = make_extents(size, args.block, args.changed_percent, args.seed)
-            link_collection()
             from ansible_collections.migratekit.migration.plugins.module_utils.extents import write_extents_file
             extents_file = os.path.join(workdir, 'extents.json')
             write_extents_file(extents_file, {'disk_key': 2000, 'capacity_bytes': size, 'change_id': 'bench/2',
@@ -207,11 +167,11 @@ def bench(args):
                 for offset, length in extents:
                     handle.write('%d %d\n' % (offset, length))
             # Same data for both: pattern (every block non-zero); nbdcopy sees only the extents allocated.
-            source = Server(workdir, 'source', ['pattern', 'size=%d' % size] + delays, filters=filters,
-                            read_only=True)
-            sparse_source = Server(workdir, 'source-extents',
-                                   ['pattern', 'size=%d' % size, 'extentlist=' + extentlist] + delays,
-                                   filters=['extentlist'] + filters, read_only=True)
+            source = NbdkitProcess(workdir, 'source', 'pattern', 'size=%d' % size, *delays, filters=filters,
+                                   read_only=True)
+            sparse_source = NbdkitProcess(workdir, 'source-extents', 'pattern', 'size=%d' % size,
+                                          'extentlist=' + extentlist, *delays,
+                                          filters=['extentlist'] + filters, read_only=True)
             servers.append(sparse_source)
             engine_source = source
             nbdcopy_extra = ['--target-is-zero']
@@ -223,7 +183,7 @@ def bench(args):
         for run in range(args.runs):
             order = ('ours', 'nbdcopy') if run % 2 == 0 else ('nbdcopy', 'ours')
             for who in order:
-                target = Server(workdir, 'target', ['memory', 'size=%d' % size] + delays, filters=filters)
+                target = NbdkitProcess(workdir, 'target', 'memory', 'size=%d' % size, *delays, filters=filters)
                 try:
                     if who == 'ours':
                         out = run_engine(workdir, engine_source.uri, target.uri, args, extents_file)
