@@ -289,9 +289,9 @@ def update_url(vma_url, job_id):
 def vma_argument_spec(vma_url_required=True):
     """The shared options (documented in the ``migratekit.migration.vma`` doc fragment).
 
-    Modules that report progress only optionally (e.g. a copy) pass
-    ``vma_url_required=False`` and use the ``migratekit.migration.vma.reporting``
-    fragment.
+    ``vma_url`` is documented by ``migratekit.migration.vma.api`` (required);
+    modules that report progress only optionally (e.g. a copy) pass
+    ``vma_url_required=False`` and use ``migratekit.migration.vma.reporting``.
     """
     return dict(
         vma_url=dict(type='str', required=vma_url_required),

@@ -33,6 +33,7 @@ author:
 requirements:
   - libnbd Python bindings (C(import nbd), Debian package C(python3-libnbd)) on the host that runs the module.
 extends_documentation_fragment:
+  - migratekit.migration.vma
   - migratekit.migration.vma.reporting
   - migratekit.migration.vma.attributes
 attributes:

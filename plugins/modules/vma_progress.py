@@ -21,6 +21,7 @@ author:
   - migratekit.migration contributors (@migratekit)
 extends_documentation_fragment:
   - migratekit.migration.vma
+  - migratekit.migration.vma.api
   - migratekit.migration.vma.attributes
 attributes:
   check_mode:
@@ -89,12 +90,6 @@ options:
       - Invalid arguments fail the task either way.
     type: bool
     default: false
-notes:
-  - Requests time out after 3 seconds (connect) and 5 seconds (answer); an update that gets no
-    answer or a 429/5xx answer is tried up to 3 times in all.
-  - See the collection's C(docs/vma-progress-api.md) for the API.
-requirements:
-  - requests
 seealso:
   - module: migratekit.migration.vma_progress_info
 '''

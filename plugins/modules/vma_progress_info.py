@@ -17,6 +17,7 @@ author:
   - migratekit.migration contributors (@migratekit)
 extends_documentation_fragment:
   - migratekit.migration.vma
+  - migratekit.migration.vma.api
   - migratekit.migration.vma.attributes
 attributes:
   check_mode:
@@ -30,12 +31,6 @@ attributes:
   idempotent:
     support: full
 options: {}
-notes:
-  - Requests time out after 3 seconds (connect) and 5 seconds (answer); a request that gets no
-    answer or a 429/5xx answer is tried up to 3 times in all.
-  - See the collection's C(docs/vma-progress-api.md) for the API.
-requirements:
-  - requests
 seealso:
   - module: migratekit.migration.vma_progress
 '''
