@@ -49,3 +49,33 @@ notes:
 requirements:
   - pyVmomi
 '''
+
+    # The options that select one VM (migratekit.migration.vsphere.vm), for the
+    # modules that work on one VM. The argument spec is
+    # plugins/module_utils/vsphere.py:vm_argument_spec() with VM_SELECTOR_OPTIONS
+    # mutually exclusive and one of them required.
+    VM = r'''
+options:
+  name:
+    description:
+      - Name of the VM. Fails, listing the matches, when several VMs have this name (narrow with O(datacenter) or
+        use O(path), O(uuid) or O(moid)).
+      - Exactly one of O(name), O(path), O(uuid) or O(moid) is required.
+    type: str
+  path:
+    description:
+      - Inventory path of the VM, such as C(/DC0/vm/VM0) or C(/DC0/vm/folder/VM0).
+    type: str
+  uuid:
+    description:
+      - BIOS uuid or instance uuid of the VM.
+    type: str
+  moid:
+    description:
+      - Managed object id of the VM, such as C(vm-42).
+    type: str
+  datacenter:
+    description:
+      - Datacenter name (or inventory path) in which O(name) or O(uuid) is looked up.
+    type: str
+'''

@@ -28,6 +28,7 @@ author:
   - migratekit.migration contributors (@migratekit)
 extends_documentation_fragment:
   - migratekit.migration.vsphere
+  - migratekit.migration.vsphere.vm
 attributes:
   check_mode:
     support: full
@@ -48,28 +49,6 @@ attributes:
     membership:
       - migratekit.migration.vmware
 options:
-  name:
-    description:
-      - Name of the VM. Fails, listing the matches, when several VMs have this name (narrow with O(datacenter) or
-        use O(path), O(uuid) or O(moid)).
-      - Exactly one of O(name), O(path), O(uuid) or O(moid) is required.
-    type: str
-  path:
-    description:
-      - Inventory path of the VM, such as C(/DC0/vm/VM0) or C(/DC0/vm/folder/VM0).
-    type: str
-  uuid:
-    description:
-      - BIOS uuid or instance uuid of the VM.
-    type: str
-  moid:
-    description:
-      - Managed object id of the VM, such as C(vm-42).
-    type: str
-  datacenter:
-    description:
-      - Datacenter name (or inventory path) in which O(name) or O(uuid) is looked up.
-    type: str
   state:
     description:
       - V(present) enables CBT, takes or reuses the snapshot and computes the changed areas.

@@ -21,6 +21,7 @@ author:
   - migratekit.migration contributors (@migratekit)
 extends_documentation_fragment:
   - migratekit.migration.vsphere
+  - migratekit.migration.vsphere.vm
 attributes:
   check_mode:
     support: full
@@ -32,26 +33,6 @@ attributes:
     support: full
     description: A VM already in the requested power state is not touched.
 options:
-  name:
-    description:
-      - Name of the VM. Exactly one of O(name), O(path), O(uuid) or O(moid) is required.
-    type: str
-  path:
-    description:
-      - Inventory path of the VM, such as C(/DC0/vm/VM0).
-    type: str
-  uuid:
-    description:
-      - BIOS uuid or instance uuid of the VM.
-    type: str
-  moid:
-    description:
-      - Managed object id of the VM, such as C(vm-42).
-    type: str
-  datacenter:
-    description:
-      - Datacenter name in which O(name) or O(uuid) is looked up.
-    type: str
   state:
     description:
       - V(poweredoff) shuts the VM down; V(poweredon) powers it on.
