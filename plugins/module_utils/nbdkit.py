@@ -645,3 +645,76 @@ class NbdkitServer(object):
                 remove_file(path)
             except OSError as exc:
                 raise NbdkitError('cannot remove %s: %s' % (path, exc), 'clean up', self.socket)
+
+
+# ---------------------------------------------------------------- the module
+
+def argument_spec():
+    """The nbdkit_server module's options (documented in its DOCUMENTATION)."""
+    return dict(
+        state=dict(type='str', choices=['started', 'stopped'], default='started'),
+        socket=dict(type='path'),
+        socket_dir=dict(type='path'),
+        pidfile=dict(type='path'),
+        transport=dict(type='str', choices=list(TRANSPORTS), default='file'),
+        path=dict(type='path'),
+        readonly=dict(type='bool', default=True),
+        vddk_libdir=dict(type='path'),
+        server=dict(type='str'),
+        port=dict(type='int'),
+        username=dict(type='str'),
+        password=dict(type='str', no_log=True),
+        thumbprint=dict(type='str'),
+        vm_moref=dict(type='str'),
+        snapshot_moref=dict(type='str'),
+        backing_file=dict(type='str'),
+        transports=dict(type='str', default='nbdssl:nbd'),
+        compression=dict(type='str', choices=list(COMPRESSIONS)),
+        config=dict(type='path'),
+        single_link=dict(type='bool', default=False),
+        filters=dict(type='list', elements='dict', default=[], options=dict(
+            name=dict(type='str', required=True),
+            params=dict(type='dict', default={}),
+        )),
+        threads=dict(type='int'),
+        nbdkit_path=dict(type='path', default='nbdkit'),
+        timeout=dict(type='float', default=60.0),
+    )
+
+
+def nbdkit_server_module(params, check_mode=False):
+    """The whole nbdkit_server module: start or stop one server, or stop every server in ``socket_dir``.
+
+    Returns the result (with ``changed`` and a ``diff`` the module drops
+    outside diff mode); raises NbdkitError.
+    """
+    state = params['state']
+    if params['socket_dir']:
+        if state != 'stopped':
+            raise NbdkitConfigError('socket_dir is only for state=stopped; give socket to start a server',
+                                    obj=params['socket_dir'])
+        changed, stopped = stop_all(params['socket_dir'], timeout=params['timeout'], check_mode=check_mode)
+        return dict(changed=changed, state=state, stopped=stopped)
+    server = NbdkitServer(validate(params), timeout=params['timeout'])
+    before_pid, before_argv = server.running()
+    if state == 'started':
+        changed, result = server.ensure_started(check_mode=check_mode)
+    else:
+        changed, result = server.ensure_stopped(check_mode=check_mode)
+    result.update(changed=changed, state=state)
+    result['diff'] = {
+        'before': {'state': 'started' if before_pid else 'stopped',
+                   'argv': comparable_argv(before_argv) if before_argv else None},
+        'after': {'state': state,
+                  'argv': comparable_argv(result['argv']) if state == 'started' and result['argv'] else None},
+    }
+    return result
+
+
+def error_message(exc, params):
+    """The module's one failure message: the operation and the server(s) it concerned."""
+    if params.get('socket_dir'):
+        what = 'the servers in %s' % params['socket_dir']
+    else:
+        what = 'the server on %s' % (exc.obj or params.get('socket'))
+    return 'nbdkit_server: cannot %s %s: %s' % (exc.operation, what, exc.message)

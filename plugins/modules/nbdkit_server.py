@@ -272,35 +272,7 @@ from ansible_collections.migratekit.migration.plugins.module_utils import nbdkit
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            state=dict(type='str', choices=['started', 'stopped'], default='started'),
-            socket=dict(type='path'),
-            socket_dir=dict(type='path'),
-            pidfile=dict(type='path'),
-            transport=dict(type='str', choices=list(nbdkit.TRANSPORTS), default='file'),
-            path=dict(type='path'),
-            readonly=dict(type='bool', default=True),
-            vddk_libdir=dict(type='path'),
-            server=dict(type='str'),
-            port=dict(type='int'),
-            username=dict(type='str'),
-            password=dict(type='str', no_log=True),
-            thumbprint=dict(type='str'),
-            vm_moref=dict(type='str'),
-            snapshot_moref=dict(type='str'),
-            backing_file=dict(type='str'),
-            transports=dict(type='str', default='nbdssl:nbd'),
-            compression=dict(type='str', choices=list(nbdkit.COMPRESSIONS)),
-            config=dict(type='path'),
-            single_link=dict(type='bool', default=False),
-            filters=dict(type='list', elements='dict', default=[], options=dict(
-                name=dict(type='str', required=True),
-                params=dict(type='dict', default={}),
-            )),
-            threads=dict(type='int'),
-            nbdkit_path=dict(type='path', default='nbdkit'),
-            timeout=dict(type='float', default=60.0),
-        ),
+        argument_spec=nbdkit.argument_spec(),
         required_if=[
             ('transport', 'vddk', ('server', 'username', 'password', 'thumbprint', 'vm_moref', 'backing_file')),
         ],
@@ -308,38 +280,13 @@ def main():
         mutually_exclusive=[('socket', 'socket_dir')],
         supports_check_mode=True,
     )
-    params = module.params
-    state = params['state']
-    if params['socket_dir']:
-        if state != 'stopped':
-            module.fail_json(msg='nbdkit_server: socket_dir is only for state=stopped; give socket to start a server')
-        try:
-            changed, stopped = nbdkit.stop_all(params['socket_dir'], timeout=params['timeout'],
-                                               check_mode=module.check_mode)
-        except nbdkit.NbdkitError as exc:
-            module.fail_json(msg='nbdkit_server: cannot %s the servers in %s: %s'
-                             % (exc.operation, params['socket_dir'], exc.message))
-        module.exit_json(changed=changed, state=state, stopped=stopped)
     try:
-        config = nbdkit.validate(params)
-        server = nbdkit.NbdkitServer(config, timeout=params['timeout'])
-        before_pid, before_argv = server.running()
-        if state == 'started':
-            changed, result = server.ensure_started(check_mode=module.check_mode)
-        else:
-            changed, result = server.ensure_stopped(check_mode=module.check_mode)
+        result = nbdkit.nbdkit_server_module(module.params, check_mode=module.check_mode)
     except nbdkit.NbdkitError as exc:
-        module.fail_json(msg='nbdkit_server: cannot %s the server on %s: %s'
-                         % (exc.operation, exc.obj or params['socket'], exc.message))
-    result['state'] = state
-    if module._diff:
-        result['diff'] = {
-            'before': {'state': 'started' if before_pid else 'stopped',
-                       'argv': nbdkit.comparable_argv(before_argv) if before_argv else None},
-            'after': {'state': state,
-                      'argv': nbdkit.comparable_argv(result['argv']) if state == 'started' and result['argv'] else None},
-        }
-    module.exit_json(changed=changed, **result)
+        module.fail_json(msg=nbdkit.error_message(exc, module.params))
+    if not module._diff:
+        result.pop('diff', None)
+    module.exit_json(**result)
 
 
 if __name__ == '__main__':

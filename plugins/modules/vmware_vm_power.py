@@ -32,6 +32,11 @@ attributes:
   idempotent:
     support: full
     description: A VM already in the requested power state is not touched.
+  action_group:
+    support: full
+    description: Use C(group/migratekit.migration.vmware) in C(module_defaults) to set the connection options.
+    membership:
+      - migratekit.migration.vmware
 options:
   state:
     description:

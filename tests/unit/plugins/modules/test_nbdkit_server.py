@@ -50,3 +50,16 @@ def test_bad_thumbprint_fails_naming_operation_and_socket(run_module, tmp_path):
 def test_stop_when_nothing_runs_is_ok(run_module, tmp_path):
     out = run_module(nbdkit_server, dict(socket=str(tmp_path / 'd.sock'), state='stopped'))
     assert not out.failed and out.result['changed'] is False and out.result['pid'] is None
+
+
+def test_socket_dir_is_only_for_stopping(run_module, tmp_path):
+    out = run_module(nbdkit_server, dict(socket_dir=str(tmp_path), state='started'))
+    assert out.failed
+    assert out.result['msg'] == ('nbdkit_server: cannot configure the servers in %s: socket_dir is only for '
+                                 'state=stopped; give socket to start a server' % tmp_path)
+
+
+def test_diff_only_in_diff_mode(run_module, tmp_path):
+    args = dict(socket=str(tmp_path / 'new' / 'd.sock'), path=str(tmp_path / 'img'))
+    assert 'diff' not in run_module(nbdkit_server, args, check_mode=True, diff=False).result
+    assert run_module(nbdkit_server, args, check_mode=True, diff=True).result['diff']['after']['state'] == 'started'
