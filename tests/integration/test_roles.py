@@ -26,6 +26,7 @@ from ansible_collections.migratekit.migration.tests.integration.helpers import (
     REPO_ROOT,
     MiB,
     ansible_env,
+    digest,
     live_processes,
     processes_mentioning,
     run_playbook,
@@ -106,7 +107,7 @@ class Env(object):
         self.timings = []
         self.private_files = []  # copies of the inventory made by the tests
 
-    def _playbook_args(self, name, inventory, limit, extra, forks, results_dir):
+    def _playbook_args(self, name, inventory, limit, extra, forks, results_dir, check=False):
         dump = os.path.join(self.base, 'dump-%d.yml' % self.runs)
         with open(dump, 'w') as handle:
             handle.write(DUMP_PLAYBOOK % results_dir)
@@ -116,13 +117,15 @@ class Env(object):
                 '-e', json.dumps(extra_vars), os.path.join(PLAYBOOKS, name), dump]
         if limit:
             args += ['-l', limit]
+        if check:
+            args.append('--check')
         return args
 
-    def playbook(self, name, inventory=None, limit=None, extra=None, forks=FORKS):
+    def playbook(self, name, inventory=None, limit=None, extra=None, forks=FORKS, check=False):
         self.runs += 1
         results_dir = os.path.join(self.base, 'results-%d' % self.runs)
         os.makedirs(results_dir)
-        args = self._playbook_args(name, inventory, limit, extra, forks, results_dir)
+        args = self._playbook_args(name, inventory, limit, extra, forks, results_dir, check=check)
         started = time.monotonic()
         proc = run_playbook(args, timeout=900)
         run = Run(proc, results_dir, time.monotonic() - started)
@@ -302,6 +305,39 @@ def test_idle_incremental_reports_changed_0(env):
     assert run.rc == 0, run
     assert dict((vm, run.changed(vm)) for vm in VMS) == dict((vm, 0) for vm in VMS), run
     env.assert_clean()
+
+
+def state_files(env):
+    return dict((name, open(os.path.join(env.state_dir, name), 'rb').read()) for name in os.listdir(env.state_dir))
+
+
+def target_digests(env, vms):
+    return dict(('%s-%s' % (vm, key), digest(env.disk_info(vm, key)['target_image'])) for vm in vms for key in KEYS)
+
+
+def test_check_mode_plans_without_touching_anything(env):
+    write_some(env.lab, 'VM6', 2001, seed=6)
+    states, targets = state_files(env), target_digests(env, VMS)
+    updates_before = len(env.lab.vma_log())
+
+    run = env.playbook('incremental_sync.yml', check=True)
+    assert run.rc == 0 and run.failed_hosts() == [], run
+    assert re.search(r'VM VM6, disk 2001 \(Hard disk 2\): incremental copy would run \(changes since changeId',
+                     run.out), run
+    full = env.playbook('full_sync.yml', limit='VM6', check=True)
+    # A full copy would write each target: the plan task (one in the recap) reports a change.
+    assert full.rc == 0 and full.changed('VM6') == 1, full
+    assert len(re.findall(r'VM VM6, disk 200[01] \(Hard disk [12]\): full copy would run \(mode is full\)',
+                          full.out)) == 2, full
+    assert state_files(env) == states and target_digests(env, VMS) == targets
+    assert len(env.lab.vma_log()) == updates_before, 'check mode posted progress'
+    assert not env.target_equals_source('VM6', 2001)
+    env.assert_clean()
+
+    # The write is still there to copy: the real run does it, for VM6 alone.
+    run = env.playbook('incremental_sync.yml')
+    assert run.rc == 0 and run.changed('VM6') == 1 and sum(run.changed(vm) for vm in VMS) == 1, run
+    env.assert_all_equal()
 
 
 def test_cbt_reset_falls_back_to_full(env):
