@@ -445,7 +445,7 @@ def close_handle(handle):
 
 class _Request(object):
     __slots__ = ('kind', 'offset', 'length', 'attempt', 'slot', 'buf', 'worker', 'slots',
-                 'vbuf', 'vslot', 'pending', 'error', 'entries')
+                 'vbuf', 'vslot', 'pending', 'error', 'entries', 'by_write')
 
     def __init__(self, worker, kind, offset, length):
         self.worker = worker
@@ -461,6 +461,7 @@ class _Request(object):
         self.pending = 0
         self.error = 0
         self.entries = None
+        self.by_write = False
 
     def done(self, err):
         # Runs inside libnbd's notify call: only record, the worker loop acts.
@@ -664,8 +665,16 @@ class _Worker(object):
                 self.dst.aio_pwrite(req.buf, req.offset, req.done)
             elif kind == ZERO:
                 if self.zero_by_write:
+                    if req.length > self.job.request_size:
+                        # sent as write-zeroes before the fallback (a retry): the zero
+                        # buffer is request_size long, so write it in pieces
+                        self.inflight -= req.slots
+                        self._start((ZERO, req.offset, req.length))
+                        return
+                    req.by_write = True
                     self.dst.aio_pwrite(self.job.zero_buffer(req.length), req.offset, req.done)
                 else:
+                    req.by_write = False
                     self.dst.aio_zero(req.length, req.offset, req.done)
             elif kind == PROBE:
                 req.entries = None
@@ -780,7 +789,7 @@ class _Worker(object):
 
     def _failed(self, req, err, message=None):
         job = self.job
-        if req.kind == ZERO and err in UNSUPPORTED_ERRNOS and not self.zero_by_write:
+        if req.kind == ZERO and err in UNSUPPORTED_ERRNOS and not req.by_write:
             # The target refuses write-zeroes: write zero-filled buffers instead.
             self.zero_by_write = True
             self.inflight -= req.slots

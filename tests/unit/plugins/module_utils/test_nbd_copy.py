@@ -311,6 +311,46 @@ def test_unsupported_write_zeroes_falls_back_to_zero_buffers():
     assert worker.local == [(nbd_copy.ZERO, 0, 128 * KiB)]
 
 
+def _drain(worker):
+    """Complete every outstanding request successfully (retries due or not), then the queued work."""
+    import heapq
+    while worker.retry or worker.local:
+        if worker.retry:
+            req = heapq.heappop(worker.retry)[2]
+            worker._submit(req)
+        else:
+            worker._start(worker.local.pop())
+        complete(worker, worker._last)
+
+
+def _zeroed_by_write(worker):
+    covered = sorted((call[1], call[2]) for call in worker.dst.calls if call[0] == 'pwrite')
+    position = 0
+    for offset, length in covered:
+        assert offset == position, 'zero-filled writes leave [%d, %d) unwritten' % (position, offset)
+        position = offset + length
+    return position
+
+
+@pytest.mark.parametrize('first_error', [errno.ENOTSUP, errno.EIO])
+def test_write_zeroes_in_flight_when_the_target_refuses_them_are_written_in_full(first_error):
+    # Several write-zeroes requests larger than a buffer are in flight when the
+    # target answers ENOTSUP: each must end up written whole with zero buffers,
+    # none as one buffer-sized write that leaves the rest of its range untouched.
+    job, worker = make_worker(retries=2)
+    reqs = []
+    for index in range(3):
+        worker._start((nbd_copy.ZERO, index * 256 * KiB, 256 * KiB))
+        reqs.append(worker._last)
+    complete(worker, reqs[0], first_error)
+    complete(worker, reqs[1], errno.ENOTSUP)
+    complete(worker, reqs[2], errno.ENOTSUP)
+    _drain(worker)
+    assert not job.failed
+    assert _zeroed_by_write(worker) == 3 * 256 * KiB
+    assert worker.inflight == 0
+
+
 def test_transient_error_is_retried_with_backoff():
     job, worker = make_worker(retries=2)
     worker._start((nbd_copy.COPY, 4096, 4096))
