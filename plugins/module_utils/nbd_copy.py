@@ -1271,6 +1271,12 @@ def copy_disk(source, target, extents=None, extents_file=None, sync_type=None, t
         disk_key = header['disk_key']
     if not change_id and header.get('change_id'):
         change_id = header['change_id']
+    if sync_type is not None and header.get('sync_type') and sync_type != header['sync_type']:
+        # full over changed areas would zero the unchanged rest of the target;
+        # incremental over allocated areas would leave stale data in the holes
+        raise ValidationError('sync_type is %s but the extents file %s lists the areas of a %s copy; '
+                              'leave sync_type unset or use an extents file of a %s copy'
+                              % (sync_type, extents_file, header['sync_type'], sync_type), operation='validate')
     if sync_type is None:
         sync_type = header.get('sync_type') or ('full' if extent_source is None else 'incremental')
     if sync_type not in ('full', 'incremental'):

@@ -85,7 +85,7 @@ options:
       - V(full) makes the target equal to the source everywhere. With extents (the allocated
         areas of the disk) the areas between them are written as zeros unless O(target_is_zero=true).
       - Default the C(sync_type) of the extents file, else V(incremental) with O(extents) and V(full)
-        without extents.
+        without extents. A value other than the extents file's fails before anything is written.
     type: str
     choices: [full, incremental]
   target_is_zero:

@@ -597,6 +597,25 @@ def test_state_file_of_another_vm_is_refused_before_copying(tmp_path, fake_copy)
     assert fake_copy.events == []
 
 
+@pytest.mark.parametrize('header_type,given', [('incremental', 'full'), ('full', 'incremental')])
+def test_sync_type_contradicting_the_extents_file_fails_before_connecting(tmp_path, fake_copy, header_type, given):
+    # full over changed areas would zero every unchanged area of the target;
+    # incremental over allocated areas would leave stale data in the holes
+    path = str(tmp_path / 'state.json')
+    sync_state.commit_disk(path, 'vm-1', 2000, 'cbt/6', 1 << 20, 'nbd+unix:///?socket=/t')
+    fake_copy.events[:] = []
+    extents_file = str(tmp_path / 'e.json')
+    write_extents_file(extents_file, {'disk_key': 2000, 'capacity_bytes': 1 << 20, 'change_id': 'cbt/7',
+                                      'previous_change_id': 'cbt/6' if header_type == 'incremental' else None,
+                                      'sync_type': header_type}, [(0, 4096)])
+    before = open(path).read()
+    with pytest.raises(nbd_copy.ValidationError, match='sync_type'):
+        nbd_copy.copy_disk('nbd+unix:///?socket=/s', 'nbd+unix:///?socket=/t', extents_file=extents_file,
+                           sync_type=given, state_file=path, vm_uuid='vm-1')
+    assert fake_copy.events == []
+    assert open(path).read() == before
+
+
 def test_header_gives_disk_key_change_id_and_sync_type(tmp_path, fake_copy):
     extents_file = str(tmp_path / 'e.json')
     write_extents_file(extents_file, {'disk_key': 2001, 'capacity_bytes': 1 << 20, 'change_id': 'cbt/1',
