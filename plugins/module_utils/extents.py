@@ -164,7 +164,9 @@ def open_extents_file(path):
         except ValueError as exc:
             raise ExtentsError('extents file %s has a malformed header: %s' % (path, exc))
         _check_header(path, header)
-        return header, validate_extents(_stream_lines(path), header['capacity_bytes'], path)
+        _check_complete(path)
+        return header, validate_extents(_stream_lines(path, header.get('extent_count')),
+                                        header['capacity_bytes'], path)
     try:
         with open(path) as handle:
             data = json.load(handle)
@@ -184,7 +186,17 @@ def _check_header(path, header):
                            % (path, capacity))
 
 
-def _stream_lines(path):
+def _check_complete(path):
+    """Refuse a streaming-layout file that does not end with its closing ``]}`` (cut short)."""
+    with open(path, 'rb') as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 16))
+        if not handle.read().rstrip().endswith(b']}'):
+            raise ExtentsError('extents file %s is truncated: it does not end with "]}"' % path)
+
+
+def _stream_lines(path, expected_count=None):
+    count = 0
     with open(path) as handle:
         handle.readline()
         for line in handle:
@@ -192,9 +204,14 @@ def _stream_lines(path):
             if not line or line == ']}':
                 continue
             try:
-                yield tuple(json.loads(line))
+                extent = tuple(json.loads(line))
             except ValueError:
                 raise ExtentsError('extents file %s: bad extent line %r' % (path, line[:80]))
+            count += 1
+            yield extent
+    if expected_count is not None and count != expected_count:
+        raise ExtentsError('extents file %s holds %d extents, its header says extent_count %d'
+                           % (path, count, expected_count))
 
 
 def _unlink_quietly(path):

@@ -191,6 +191,27 @@ def test_persistent_error_fails_and_leaves_the_state_untouched(tmp_path, nbdkit)
     assert open(state).read() == before
 
 
+def test_an_extents_file_missing_lines_fails_before_writing(tmp_path, nbdkit):
+    source = write_image(str(tmp_path / 'source.img'), SIZE, patterned_chunks(SIZE, 8))
+    target = write_image(str(tmp_path / 'target.img'), SIZE, fill=garbage)
+    src = nbdkit('src', 'file', source, read_only=True)
+    dst = nbdkit('dst', 'file', target)
+    state = str(tmp_path / 'state.json')
+    sync_state.commit_disk(state, VM, 2000, 'cbt/1', SIZE, dst.uri)
+    before_state, before_target = open(state).read(), digest(target)
+    extents_file = str(tmp_path / 'disk.json')
+    write_extents_file(extents_file, {'disk_key': 2000, 'capacity_bytes': SIZE, 'change_id': 'cbt/2',
+                                      'previous_change_id': 'cbt/1', 'sync_type': 'incremental'},
+                       [(0, 65536), (MiB, 65536), (2 * MiB, 65536)])
+    with open(extents_file) as handle:
+        text = handle.read()
+    with open(extents_file, 'w') as handle:
+        handle.write(text.replace('[1048576, 65536],\n', ''))
+    with pytest.raises(nbd_copy.ValidationError, match='holds 2 extents, its header says extent_count 3'):
+        nbd_copy.copy_disk(src.uri, dst.uri, extents_file=extents_file, state_file=state, vm_uuid=VM, **fast())
+    assert open(state).read() == before_state and digest(target) == before_target
+
+
 def test_eio_that_never_clears_fails_after_the_retries(tmp_path, nbdkit):
     source = write_image(str(tmp_path / 'source.img'), 4 * MiB, [(0, b'\x01' * 4 * MiB)])
     target = write_image(str(tmp_path / 'target.img'), 4 * MiB)

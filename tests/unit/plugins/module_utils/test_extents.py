@@ -83,3 +83,30 @@ def test_streaming_a_large_file_does_not_hold_the_extents(tmp_path):
     tracemalloc.stop()
     assert total == n * 4096
     assert peak < 2 * 1024 * 1024
+
+
+def _written(tmp_path, extents):
+    path = str(tmp_path / 'disk.json')
+    ex.write_extents_file(path, {'capacity_bytes': 1 << 20}, extents)
+    return path
+
+
+def test_a_file_cut_short_is_refused_at_open(tmp_path):
+    path = _written(tmp_path, [(0, 4096), (8192, 4096), (65536, 4096)])
+    with open(path) as handle:
+        text = handle.read()
+    with open(path, 'w') as handle:
+        handle.write(text[:text.index('[8192')])
+    with pytest.raises(ex.ExtentsError, match='truncated'):
+        ex.open_extents_file(path)
+
+
+def test_an_extent_count_that_does_not_match_fails_the_iteration(tmp_path):
+    path = _written(tmp_path, [(0, 4096), (8192, 4096)])
+    with open(path) as handle:
+        text = handle.read()
+    with open(path, 'w') as handle:
+        handle.write(text.replace('[8192, 4096]\n', ''))
+    _head, extents = ex.open_extents_file(path)
+    with pytest.raises(ex.ExtentsError, match='holds 1 extents, its header says extent_count 2'):
+        list(extents)
