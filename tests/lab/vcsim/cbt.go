@@ -375,18 +375,10 @@ func (l *lab) PutObject(obj mo.Reference) {
 	// list and every disk before changing backings.
 	devs := make([]types.BaseVirtualDevice, len(snap.Config.Hardware.Device))
 	copy(devs, snap.Config.Hardware.Device)
-	for i, dev := range devs {
-		disk, ok := dev.(*types.VirtualDisk)
-		if !ok {
-			continue
-		}
-		ds := vi.diskByKey(disk.Key)
-		if ds == nil {
-			continue
-		}
+	vi.eachLabDisk(devs, func(i int, disk *types.VirtualDisk, ds *diskState) {
 		backing, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
 		if !ok {
-			continue
+			return
 		}
 		if vi.cbt && ds.cbtUUID != "" {
 			ds.seq++
@@ -419,7 +411,7 @@ func (l *lab) PutObject(obj mo.Reference) {
 		nd.CapacityInBytes = sd.capacity
 		nd.CapacityInKB = sd.capacity / 1024
 		devs[i] = &nd
-	}
+	})
 	snap.Config.Hardware.Device = devs
 	l.snaps[snap.Self] = st
 
@@ -493,15 +485,7 @@ func (l *lab) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
 		log.Printf("%s: change tracking %v", vi.name, enabled)
 	}
 	// Disk growth through ReconfigVM (edit of capacityInKB/capacityInBytes).
-	for _, dev := range vm.Config.Hardware.Device {
-		disk, ok := dev.(*types.VirtualDisk)
-		if !ok {
-			continue
-		}
-		d := vi.diskByKey(disk.Key)
-		if d == nil {
-			continue
-		}
+	vi.eachLabDisk(vm.Config.Hardware.Device, func(_ int, disk *types.VirtualDisk, d *diskState) {
 		want := disk.CapacityInKB * 1024
 		if disk.CapacityInBytes > want && disk.CapacityInBytes != d.capacity {
 			want = disk.CapacityInBytes
@@ -513,7 +497,7 @@ func (l *lab) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
 				d.capacity = want
 			}
 		}
-	}
+	})
 	l.applyLiveLocked(vi, vm)
 }
 
@@ -613,6 +597,20 @@ func (vi *vmInfo) diskByKey(key int32) *diskState {
 	return nil
 }
 
+// eachLabDisk calls fn for every virtual disk in devs that is one of this
+// VM's lab disks, with its index in devs.
+func (vi *vmInfo) eachLabDisk(devs []types.BaseVirtualDevice, fn func(i int, disk *types.VirtualDisk, d *diskState)) {
+	for i, dev := range devs {
+		disk, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		if d := vi.diskByKey(disk.Key); d != nil {
+			fn(i, disk, d)
+		}
+	}
+}
+
 // applyLiveLocked sets changeId and capacity on the live VM's disk
 // devices (in place). Caller holds l.mu (and the VM lock, or is in a hook
 // called under it).
@@ -620,15 +618,7 @@ func (l *lab) applyLiveLocked(vi *vmInfo, vm *mo.VirtualMachine) {
 	if vm.Config == nil {
 		return
 	}
-	for _, dev := range vm.Config.Hardware.Device {
-		disk, ok := dev.(*types.VirtualDisk)
-		if !ok {
-			continue
-		}
-		d := vi.diskByKey(disk.Key)
-		if d == nil {
-			continue
-		}
+	vi.eachLabDisk(vm.Config.Hardware.Device, func(_ int, disk *types.VirtualDisk, d *diskState) {
 		disk.CapacityInBytes = d.capacity
 		disk.CapacityInKB = d.capacity / 1024
 		if b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
@@ -638,7 +628,7 @@ func (l *lab) applyLiveLocked(vi *vmInfo, vm *mo.VirtualMachine) {
 				b.ChangeId = ""
 			}
 		}
-	}
+	})
 }
 
 // ---------------------------------------------------------------- guest writes and control operations
