@@ -15,10 +15,12 @@ import json
 import os
 import tempfile
 
+from ansible_collections.migratekit.migration.plugins.module_utils.errors import MigratekitError
+
 EXTENTS_KEY_LINE = '"extents": ['
 
 
-class ExtentsError(ValueError):
+class ExtentsError(MigratekitError, ValueError):
     """An extent list or extents file is not usable; the message says why."""
 
 

@@ -16,20 +16,31 @@ __metaclass__ = type
 
 import time
 
+from ansible_collections.migratekit.migration.plugins.module_utils._argspec import ArgumentSpec
 from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import (
+    CONNECTION_SPEC,
+    LIBRARIES,
+    VM_SPEC,
     InvalidParameterError,
     TaskFailedError,
-    connect,
-    connection_params,
+    connect_with,
     fault_error,
     fetch_properties,
-    find_vm,
-    vm_selector,
+    find_vm_with,
     wait_for_task,
 )
 
 POWERED_ON = 'poweredOn'
 POWERED_OFF = 'poweredOff'
+
+# The options of the vmware_vm_power module.
+VM_POWER_SPEC = CONNECTION_SPEC.merge(VM_SPEC, ArgumentSpec(dict(
+    state=dict(type='str', default='poweredoff', choices=['poweredoff', 'poweredon']),
+    shutdown_timeout=dict(type='int', default=300),
+    force=dict(type='bool', default=False),
+)))
+
+__all__ = ['LIBRARIES', 'VM_POWER_SPEC', 'vm_power_module', 'run', 'power_off', 'power_on', 'power_state']
 
 
 def power_state(conn, vm, vm_name):
@@ -105,25 +116,24 @@ def run(conn, vm, state='poweredoff', shutdown_timeout=300, force=False, check_m
     }
 
 
-def vm_power_module(params, check_mode=False, conn=None, clock=time.time):
+def vm_power_module(options, check_mode=False, conn=None, clock=time.time):
     """The whole vmware_vm_power module: check options, connect, find the VM, run, log out.
 
-    ``params`` are the module's parameters (connection, VM selector,
-    ``state``, ``shutdown_timeout``, ``force``). The result has ``elapsed``
-    and a ``diff`` (the module drops it outside diff mode). Pass ``conn`` to
-    reuse a connection (it is then left open).
+    ``options`` are the module's (:data:`VM_POWER_SPEC`). The result has
+    ``elapsed`` and a ``diff`` (the module drops it outside diff mode). Pass
+    ``conn`` to reuse a connection (it is then left open).
     """
-    if params['shutdown_timeout'] < 0:
+    if options.shutdown_timeout < 0:
         raise InvalidParameterError('vmware_vm_power: shutdown_timeout must be 0 or more seconds, got %d'
-                                    % params['shutdown_timeout'])
+                                    % options.shutdown_timeout)
     start = clock()
     own = conn is None
     if own:
-        conn = connect(**connection_params(params))
+        conn = connect_with(options)
     try:
-        vm = find_vm(conn, **vm_selector(params))
-        result = run(conn, vm, state=params['state'], shutdown_timeout=params['shutdown_timeout'],
-                     force=params['force'], check_mode=check_mode)
+        vm = find_vm_with(conn, options)
+        result = run(conn, vm, state=options.state, shutdown_timeout=options.shutdown_timeout,
+                     force=options.force, check_mode=check_mode)
     finally:
         if own:
             conn.close()

@@ -21,10 +21,12 @@ import json
 import os
 import tempfile
 
+from ansible_collections.migratekit.migration.plugins.module_utils.errors import MigratekitError
+
 STATE_VERSION = 1
 
 
-class SyncStateError(Exception):
+class SyncStateError(MigratekitError):
     """The state file cannot be read or written; the message names the file."""
 
 

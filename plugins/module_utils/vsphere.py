@@ -29,6 +29,9 @@ try:
 except ImportError:  # pragma: no cover - only outside Ansible
     env_fallback = None
 
+from ansible_collections.migratekit.migration.plugins.module_utils._argspec import ArgumentSpec
+from ansible_collections.migratekit.migration.plugins.module_utils.errors import MigratekitError
+
 PYVMOMI_IMPORT_ERROR = None
 try:
     from pyVmomi import vim, vmodl
@@ -46,41 +49,31 @@ TASK_TIMEOUT = 3600
 # --------------------------------------------------------------------------
 # errors
 
-class VSphereError(Exception):
+class VSphereError(MigratekitError):
     """A vSphere operation failed; ``str()`` names the operation, VM and disk.
 
     ``operation`` is what was being done ("create snapshot 'migratekit'"),
-    ``vm`` and ``disk`` name the objects involved, ``fault`` is the
-    pyVmomi fault (if any), ``details`` is a dict of extra result keys for the
-    module to return next to the message.
+    ``vm`` and ``disk`` name the objects involved (together the subject),
+    ``fault`` is the pyVmomi fault (if any), ``details`` is a dict of extra
+    result keys for the module to return next to the message.
     """
 
     def __init__(self, message, operation=None, vm=None, disk=None, fault=None, details=None):
-        super(VSphereError, self).__init__(message)
-        self.message = message
-        self.operation = operation
+        super(VSphereError, self).__init__(message, operation=operation, details=details)
         self.vm = vm
         self.disk = disk
         self.fault = fault
-        self.details = dict(details or {})
 
-    def __str__(self):
+    @property
+    def subject(self):
         where = []
         if self.vm:
             where.append('VM %s' % self.vm)
         if self.disk:
             where.append('disk %s' % self.disk)
-        prefix = ''
-        if self.operation:
-            prefix = self.operation
-            if where:
-                prefix += ' of ' + ', '.join(where)
-            prefix += ' failed: '
-        elif where:
-            prefix = ', '.join(where) + ': '
-        return prefix + self.message
+        return ', '.join(where) or None
 
-    def located(self, operation=None, vm=None, disk=None):
+    def located(self, operation=None, vm=None, disk=None):  # pylint: disable=arguments-renamed
         """Fill in operation/VM/disk where they are still unknown; return self."""
         self.operation = self.operation or operation
         self.vm = self.vm or vm
@@ -123,40 +116,40 @@ class APIFaultError(VSphereError):
 # --------------------------------------------------------------------------
 # options
 
-def vsphere_argument_spec():
-    """The connection options, as documented in the ``vsphere`` doc fragment."""
-    return dict(
-        hostname=dict(type='str', fallback=(env_fallback, ['VMWARE_HOST'])),
-        username=dict(type='str', fallback=(env_fallback, ['VMWARE_USER'])),
-        password=dict(type='str', no_log=True,
-                      fallback=(env_fallback, ['VMWARE_PASSWORD'])),
-        port=dict(type='int', default=DEFAULT_PORT, fallback=(env_fallback, ['VMWARE_PORT'])),
-        validate_certs=dict(type='bool', default=True, fallback=(env_fallback, ['VMWARE_VALIDATE_CERTS'])),
-    )
-
-
-def vm_argument_spec():
-    """Options that select one VM (use with :data:`VM_SELECTOR_OPTIONS`)."""
-    return dict(
-        name=dict(type='str'),
-        path=dict(type='str'),
-        uuid=dict(type='str'),
-        moid=dict(type='str'),
-        datacenter=dict(type='str'),
-    )
-
+# The connection options, documented in the ``vsphere`` doc fragment.
+CONNECTION_SPEC = ArgumentSpec(dict(
+    hostname=dict(type='str', fallback=(env_fallback, ['VMWARE_HOST'])),
+    username=dict(type='str', fallback=(env_fallback, ['VMWARE_USER'])),
+    password=dict(type='str', no_log=True, fallback=(env_fallback, ['VMWARE_PASSWORD'])),
+    port=dict(type='int', default=DEFAULT_PORT, fallback=(env_fallback, ['VMWARE_PORT'])),
+    validate_certs=dict(type='bool', default=True, fallback=(env_fallback, ['VMWARE_VALIDATE_CERTS'])),
+))
 
 VM_SELECTOR_OPTIONS = ['name', 'path', 'uuid', 'moid']
 
+# The options that select one VM, documented in the ``vsphere.vm`` doc fragment.
+VM_SPEC = ArgumentSpec(dict(
+    name=dict(type='str'),
+    path=dict(type='str'),
+    uuid=dict(type='str'),
+    moid=dict(type='str'),
+    datacenter=dict(type='str'),
+), mutually_exclusive=[VM_SELECTOR_OPTIONS], required_one_of=[VM_SELECTOR_OPTIONS])
 
-def connection_params(params):
-    """Pick the connection options out of a module's params."""
-    return dict((key, params.get(key)) for key in vsphere_argument_spec())
+# What a module talking to vSphere needs besides Ansible.
+LIBRARIES = (('pyVmomi', PYVMOMI_IMPORT_ERROR),)
 
 
-def vm_selector(params):
-    """Pick the VM selector options out of a module's params."""
-    return dict((key, params.get(key)) for key in vm_argument_spec())
+def connect_with(options):
+    """:func:`connect` with the connection options of a module (:data:`CONNECTION_SPEC`)."""
+    return connect(hostname=options.hostname, username=options.username, password=options.password,
+                   port=options.port, validate_certs=options.validate_certs)
+
+
+def find_vm_with(conn, options):
+    """:func:`find_vm` with the VM selector options of a module (:data:`VM_SPEC`)."""
+    return find_vm(conn, name=options.name, path=options.path, uuid=options.uuid, moid=options.moid,
+                   datacenter=options.datacenter)
 
 
 def describe_selector(name=None, path=None, uuid=None, moid=None, datacenter=None):

@@ -265,28 +265,16 @@ stopped:
   elements: dict
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.migratekit.migration.plugins.module_utils import nbdkit
+from ansible_collections.migratekit.migration.plugins.module_utils._runner import run_module
+from ansible_collections.migratekit.migration.plugins.module_utils.nbdkit import (
+    LIBRARIES,
+    SERVER_SPEC,
+    nbdkit_server_module,
+)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=nbdkit.argument_spec(),
-        required_if=[
-            ('transport', 'vddk', ('server', 'username', 'password', 'thumbprint', 'vm_moref', 'backing_file')),
-        ],
-        required_one_of=[('socket', 'socket_dir')],
-        mutually_exclusive=[('socket', 'socket_dir')],
-        supports_check_mode=True,
-    )
-    try:
-        result = nbdkit.nbdkit_server_module(module.params, check_mode=module.check_mode)
-    except nbdkit.NbdkitError as exc:
-        module.fail_json(msg=nbdkit.error_message(exc, module.params))
-    if not module._diff:
-        result.pop('diff', None)
-    module.exit_json(**result)
+    run_module('nbdkit_server', SERVER_SPEC, nbdkit_server_module, LIBRARIES)
 
 
 if __name__ == '__main__':

@@ -165,46 +165,12 @@ error:
   sample: "Cannot post the progress update for job 'job-42' at https://vma.example.com:8081/api/v1/progress/job-42/update: HTTP 503"
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.migratekit.migration.plugins.module_utils.vma import (
-    HAS_REQUESTS,
-    REQUESTS_IMPORT_ERROR,
-    STAGES,
-    STATUSES,
-    SYNC_TYPES,
-    VmaError,
-    error_message,
-    post_progress,
-    vma_argument_spec,
-)
+from ansible_collections.migratekit.migration.plugins.module_utils._runner import run_module
+from ansible_collections.migratekit.migration.plugins.module_utils.vma import LIBRARIES, PROGRESS_SPEC, post_progress
 
 
 def main():
-    argument_spec = vma_argument_spec()
-    argument_spec.update(
-        stage=dict(type='str', required=True, choices=list(STAGES)),
-        status=dict(type='str', required=True, choices=list(STATUSES)),
-        disk_id=dict(type='str'),
-        bytes_transferred=dict(type='int'),
-        total_bytes=dict(type='int'),
-        percent=dict(type='float'),
-        throughput_bps=dict(type='int'),
-        sync_type=dict(type='str', choices=list(SYNC_TYPES)),
-        msg=dict(type='str'),
-        required=dict(type='bool', default=False),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
-
-    try:
-        result = post_progress(module.params, check_mode=module.check_mode)
-    except VmaError as exc:
-        module.fail_json(msg=error_message('post a progress update to the VMA', exc, module.params['job_id']))
-    for warning in result.pop('warnings'):
-        module.warn(warning)
-    module.exit_json(**result)
+    run_module('vma_progress', PROGRESS_SPEC, post_progress, LIBRARIES)
 
 
 if __name__ == '__main__':

@@ -88,28 +88,12 @@ job_id:
   sample: job-42
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.migratekit.migration.plugins.module_utils.vma import (
-    HAS_REQUESTS,
-    REQUESTS_IMPORT_ERROR,
-    VmaError,
-    error_message,
-    read_progress,
-    vma_argument_spec,
-)
+from ansible_collections.migratekit.migration.plugins.module_utils._runner import run_module
+from ansible_collections.migratekit.migration.plugins.module_utils.vma import LIBRARIES, PROGRESS_INFO_SPEC, read_progress
 
 
 def main():
-    module = AnsibleModule(argument_spec=vma_argument_spec(), supports_check_mode=True)
-    if not HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
-
-    try:
-        result = read_progress(module.params)
-    except VmaError as exc:
-        module.fail_json(msg=error_message('read the progress from the VMA', exc, module.params['job_id']))
-    module.exit_json(**result)
+    run_module('vma_progress_info', PROGRESS_INFO_SPEC, read_progress, LIBRARIES)
 
 
 if __name__ == '__main__':

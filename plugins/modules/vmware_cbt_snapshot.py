@@ -299,60 +299,16 @@ skipped_disks:
             "reason": "independent_persistent disk: snapshots do not include it and CBT does not track it"}]
 '''
 
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import (
-    HAS_PYVMOMI,
-    PYVMOMI_IMPORT_ERROR,
-    VM_SELECTOR_OPTIONS,
-    VSphereError,
-    vm_argument_spec,
-    vsphere_argument_spec,
+from ansible_collections.migratekit.migration.plugins.module_utils._runner import run_module
+from ansible_collections.migratekit.migration.plugins.module_utils.cbt import (
+    CBT_SNAPSHOT_SPEC,
+    LIBRARIES,
+    cbt_snapshot_module,
 )
-from ansible_collections.migratekit.migration.plugins.module_utils.cbt import cbt_snapshot_module
-
-
-def argument_spec():
-    spec = vsphere_argument_spec()
-    spec.update(vm_argument_spec())
-    spec.update(
-        state=dict(type='str', default='present', choices=['present', 'absent']),
-        snapshot_name=dict(type='str', default='migratekit'),
-        quiesce=dict(type='bool', default=False),
-        enable_cbt=dict(type='bool', default=True),
-        mode=dict(type='str', default='auto', choices=['auto', 'full', 'incremental']),
-        state_file=dict(type='path'),
-        extents_dir=dict(type='path'),
-        targets=dict(type='dict'),
-        keep_snapshot_on_failure=dict(type='bool', default=False),
-    )
-    return spec
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        mutually_exclusive=[VM_SELECTOR_OPTIONS],
-        required_one_of=[VM_SELECTOR_OPTIONS],
-        required_if=[('state', 'present', ['extents_dir'])],
-        supports_check_mode=True,
-    )
-    if not HAS_PYVMOMI:
-        module.fail_json(msg=missing_required_lib('pyVmomi'), exception=PYVMOMI_IMPORT_ERROR)
-    try:
-        result = cbt_snapshot_module(module.params, check_mode=module.check_mode)
-    except VSphereError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
-    except Exception as exc:  # pylint: disable=broad-except
-        module.fail_json(msg='vmware_cbt_snapshot failed unexpectedly: %s: %s' % (type(exc).__name__, exc),
-                         exception=traceback.format_exc())
-    for warning in result.pop('warnings', []):
-        module.warn(warning)
-    if not module._diff:
-        result.pop('diff', None)
-    module.exit_json(**result)
+    run_module('vmware_cbt_snapshot', CBT_SNAPSHOT_SPEC, cbt_snapshot_module, LIBRARIES)
 
 
 if __name__ == '__main__':

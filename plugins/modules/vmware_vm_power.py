@@ -104,47 +104,16 @@ vm:
   sample: {"name": "app01", "moid": "vm-42"}
 '''
 
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import (
-    HAS_PYVMOMI,
-    PYVMOMI_IMPORT_ERROR,
-    VM_SELECTOR_OPTIONS,
-    VSphereError,
-    vm_argument_spec,
-    vsphere_argument_spec,
+from ansible_collections.migratekit.migration.plugins.module_utils._runner import run_module
+from ansible_collections.migratekit.migration.plugins.module_utils.power import (
+    LIBRARIES,
+    VM_POWER_SPEC,
+    vm_power_module,
 )
-from ansible_collections.migratekit.migration.plugins.module_utils.power import vm_power_module
-
-
-def argument_spec():
-    spec = vsphere_argument_spec()
-    spec.update(vm_argument_spec())
-    spec.update(
-        state=dict(type='str', default='poweredoff', choices=['poweredoff', 'poweredon']),
-        shutdown_timeout=dict(type='int', default=300),
-        force=dict(type='bool', default=False),
-    )
-    return spec
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=[VM_SELECTOR_OPTIONS],
-                           required_one_of=[VM_SELECTOR_OPTIONS], supports_check_mode=True)
-    if not HAS_PYVMOMI:
-        module.fail_json(msg=missing_required_lib('pyVmomi'), exception=PYVMOMI_IMPORT_ERROR)
-    try:
-        result = vm_power_module(module.params, check_mode=module.check_mode)
-    except VSphereError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
-    except Exception as exc:  # pylint: disable=broad-except
-        module.fail_json(msg='vmware_vm_power failed unexpectedly: %s: %s' % (type(exc).__name__, exc),
-                         exception=traceback.format_exc())
-    if not module._diff:
-        result.pop('diff', None)
-    module.exit_json(**result)
+    run_module('vmware_vm_power', VM_POWER_SPEC, vm_power_module, LIBRARIES)
 
 
 if __name__ == '__main__':

@@ -321,7 +321,7 @@ def run_module_once(lab, vm_name, tmp_path, **options):
                   name=None, uuid=None, moid=None, datacenter=None, state='present',
                   state_file=str(tmp_path / (vm_name + '.json')), extents_dir=str(tmp_path / 'extents'))
     params.update(options)
-    return cbt.cbt_snapshot_module(params)
+    return cbt.cbt_snapshot_module(cbt.CBT_SNAPSHOT_SPEC.options(params))
 
 
 @pytest.mark.parametrize('cycles', [{'vms': 2, 'disks': 1}], indirect=True)

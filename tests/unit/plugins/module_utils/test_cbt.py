@@ -12,6 +12,7 @@ import pytest
 from pyVmomi import vim, vmodl
 
 from ansible_collections.migratekit.migration.plugins.module_utils import cbt
+from ansible_collections.migratekit.migration.plugins.module_utils._cbt import inventory
 from ansible_collections.migratekit.migration.plugins.module_utils import extents as ex
 from ansible_collections.migratekit.migration.plugins.module_utils import sync_state
 from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import TaskFailedError, VSphereError
@@ -21,7 +22,7 @@ CAP = 64 * MiB
 UUID_A = '52 aa aa aa aa aa aa aa-aa aa aa aa aa aa aa aa'
 UUID_B = '52 bb bb bb bb bb bb bb-bb bb bb bb bb bb bb bb'
 VM_UUID = '4213a8c4-0000-0000-0000-000000000001'
-UTC = cbt._UTC
+UTC = inventory._UTC
 
 
 # --------------------------------------------------------------------------
@@ -365,7 +366,8 @@ def cycle(vm, tmp_path, **kwargs):
     options = dict(extents_dir=str(tmp_path / 'extents'), state_file=str(tmp_path / 'state.json'),
                    now=datetime.datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
     options.update(kwargs)
-    return cbt.CbtSnapshot(None, vm, **options)
+    now, check_mode = options.pop('now'), options.pop('check_mode', False)
+    return cbt.CbtSnapshot(None, vm, cbt.CYCLE_SPEC.options(**options), check_mode=check_mode, now=now)
 
 
 def commit_all(result, tmp_path, targets=None):

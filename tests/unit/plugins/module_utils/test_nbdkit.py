@@ -13,6 +13,10 @@ SECRET = 'S3cr3t pa$$ word'
 THUMB = ':'.join(['AB'] * 20)
 
 
+
+def validate(params):
+    return nbdkit.validate(nbdkit.SERVER_SPEC.options(params))
+
 def vddk_params(**over):
     params = dict(socket='/run/mk/c1/disk-2000.sock', transport='vddk', vddk_libdir='/opt/vddk',
                   server='vcenter.example.com', username='admin@vsphere.local', password=SECRET,
@@ -24,7 +28,7 @@ def vddk_params(**over):
 
 
 def test_vddk_argv_full():
-    config = nbdkit.validate(vddk_params(compression='zlib', config='/etc/vddk.cfg', single_link=True, port=443))
+    config = validate(vddk_params(compression='zlib', config='/etc/vddk.cfg', single_link=True, port=443))
     argv = nbdkit.build_argv(config, password_file='/run/mk/c1/.disk-2000.sock.password.x1')
     assert argv == [
         'nbdkit', '--log=stderr', '-U', '/run/mk/c1/disk-2000.sock', '-P', '/run/mk/c1/disk-2000.sock.pid', '-r',
@@ -36,7 +40,7 @@ def test_vddk_argv_full():
 
 
 def test_vddk_argv_never_holds_the_password():
-    config = nbdkit.validate(vddk_params())
+    config = validate(vddk_params())
     argv = nbdkit.build_argv(config, password_file='/x/pw')
     assert not any(SECRET in arg for arg in argv)
     assert 'password=+/x/pw' in argv
@@ -45,16 +49,16 @@ def test_vddk_argv_never_holds_the_password():
 
 
 def test_vddk_is_always_readonly_and_needs_a_password_file():
-    config = nbdkit.validate(vddk_params())
+    config = validate(vddk_params())
     assert '-r' in nbdkit.build_argv(config, '/x/pw')
     with pytest.raises(nbdkit.NbdkitConfigError):
         nbdkit.build_argv(config, None)
     with pytest.raises(nbdkit.NbdkitConfigError, match='readonly'):
-        nbdkit.validate(vddk_params(readonly=False))
+        validate(vddk_params(readonly=False))
 
 
 def test_vddk_moref_forms_and_transports():
-    config = nbdkit.validate(vddk_params(vm_moref='moref=vm-7', snapshot_moref=None, transports='hotadd:nbd'))
+    config = validate(vddk_params(vm_moref='moref=vm-7', snapshot_moref=None, transports='hotadd:nbd'))
     argv = nbdkit.build_argv(config, '/x/pw')
     assert 'vm=moref=vm-7' in argv and 'transports=hotadd:nbd' in argv
     assert not any(arg.startswith('snapshot=') for arg in argv)
@@ -72,13 +76,13 @@ def test_vddk_moref_forms_and_transports():
 ])
 def test_vddk_bad_input_names_the_parameter(over, needle):
     with pytest.raises(nbdkit.NbdkitConfigError) as info:
-        nbdkit.validate(vddk_params(**over))
+        validate(vddk_params(**over))
     assert needle in str(info.value)
     assert SECRET not in str(info.value)
 
 
 def test_file_argv_readonly_default_and_filters():
-    config = nbdkit.validate(dict(socket='/s/d.sock', path='/img/disk.img', filters=[
+    config = validate(dict(socket='/s/d.sock', path='/img/disk.img', filters=[
         {'name': 'error', 'params': {'error-rate': '10%', 'error': 'EIO'}},
         {'name': 'delay', 'params': {'rdelay': '2ms'}},
     ]))
@@ -90,7 +94,7 @@ def test_file_argv_readonly_default_and_filters():
 
 
 def test_file_argv_writable_pidfile_threads():
-    config = nbdkit.validate(dict(socket='/s/d.sock', path='/img/disk.img', readonly=False,
+    config = validate(dict(socket='/s/d.sock', path='/img/disk.img', readonly=False,
                                   pidfile='/p/x.pid', threads=4, nbdkit_path='/usr/sbin/nbdkit'))
     argv = nbdkit.build_argv(config)
     assert argv[0] == '/usr/sbin/nbdkit' and '-r' not in argv
@@ -101,12 +105,12 @@ def test_file_argv_writable_pidfile_threads():
                                      [{'name': 'rate', 'params': {'a b': 1}}]])
 def test_bad_filters(filters):
     with pytest.raises(nbdkit.NbdkitConfigError, match='filters'):
-        nbdkit.validate(dict(socket='/s/d.sock', path='/i', filters=filters))
+        validate(dict(socket='/s/d.sock', path='/i', filters=filters))
 
 
 def test_file_needs_path():
     with pytest.raises(nbdkit.NbdkitConfigError, match='path'):
-        nbdkit.validate(dict(socket='/s/d.sock'))
+        validate(dict(socket='/s/d.sock'))
 
 
 def test_uri_quotes_the_socket_path():
@@ -132,7 +136,7 @@ def test_password_file_is_private_and_exact(tmp_path):
     with open(path) as handle:
         assert handle.read() == SECRET
     assert nbdkit.password_files(sock) == [path]
-    config = nbdkit.validate(vddk_params(socket=sock))
+    config = validate(vddk_params(socket=sock))
     argv = nbdkit.build_argv(config, path)
     assert 'password=+' + path in argv and not any(SECRET in a for a in argv)
 
@@ -156,7 +160,7 @@ def test_is_our_server():
 def test_stopping_nothing_is_ok(tmp_path):
     directory = tmp_path / 'd'
     directory.mkdir(mode=0o700)
-    config = nbdkit.validate(dict(socket=str(directory / 'x.sock'), path='/nonexistent'))
+    config = validate(dict(socket=str(directory / 'x.sock'), path='/nonexistent'))
     server = nbdkit.NbdkitServer(config)
     assert server.ensure_stopped()[0] is False
     (directory / 'x.sock.pid').write_text(u'999999999\n')

@@ -6,6 +6,7 @@ __metaclass__ = type
 import pytest
 
 from ansible_collections.migratekit.migration.plugins.module_utils import power
+from ansible_collections.migratekit.migration.plugins.module_utils import vsphere
 from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import TaskFailedError
 
 
@@ -133,10 +134,10 @@ def test_module_finds_the_vm_keeps_a_given_connection_open_and_times_the_task(fa
         selectors.append(selector)
         clock.now += 1.25
         return vm
-    monkeypatch.setattr(power, 'find_vm', find_vm)
-    monkeypatch.setattr(power, 'connect', lambda **kwargs: pytest.fail('connected'))
+    monkeypatch.setattr(vsphere, 'find_vm', find_vm)
+    monkeypatch.setattr(power, 'connect_with', lambda options: pytest.fail('connected'))
     params = dict(hostname='vc', username='u', password='p', port=443, validate_certs=False, name='VM0', path=None,
                   uuid=None, moid=None, datacenter='DC0', state='poweredoff', shutdown_timeout=60, force=False)
-    result = power.vm_power_module(params, check_mode=True, conn=object(), clock=clock)
+    result = power.vm_power_module(power.VM_POWER_SPEC.options(params), check_mode=True, conn=object(), clock=clock)
     assert selectors == [dict(name='VM0', path=None, uuid=None, moid=None, datacenter='DC0')]
     assert result['method'] == 'guest_shutdown' and result['elapsed'] == 1.25

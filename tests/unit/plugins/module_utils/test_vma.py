@@ -218,13 +218,15 @@ def test_redact_url():
 
 
 def test_argument_spec():
-    spec = vma.vma_argument_spec()
+    spec = vma.PROGRESS_INFO_SPEC.argument_spec
     assert spec['vma_url']['required'] is True
     assert spec['token']['no_log'] is True
     assert spec['job_id']['fallback'][1] == [vma.JOB_ID_ENV]
     assert spec['validate_certs']['default'] is True
-    assert vma.vma_argument_spec(vma_url_required=False)['vma_url']['required'] is False
-    assert vma.vma_argument_spec() is not vma.vma_argument_spec()
+    assert vma.REPORTING_SPEC.argument_spec['vma_url']['required'] is False
+    merged = vma.PROGRESS_INFO_SPEC.merge(vma.REPORTING_SPEC)
+    assert merged.argument_spec is not vma.PROGRESS_INFO_SPEC.argument_spec
+    assert vma.PROGRESS_INFO_SPEC.argument_spec['vma_url']['required'] is True
 
 
 # ---------------------------------------------------------------- VmaClient
@@ -275,7 +277,7 @@ def test_retries_are_bounded_and_error_names_operation_job_disk_and_url():
     assert len(session.calls) == 1 + vma.DEFAULT_RETRIES
     assert sleeps == [0.5, 1.0]
     err = info.value
-    assert err.status_code == 500 and err.details == 'db down: retry later'
+    assert err.status_code == 500 and err.details['vma_error'] == 'db down: retry later'
     assert str(err) == ("Cannot post the progress update for job 'job 7' (disk-2001) at "
                         "http://vma.test:8081/api/v1/progress/job%207/update: HTTP 500: db down: retry later")
     assert TOKEN not in str(err)
@@ -301,7 +303,7 @@ def test_client_errors_are_not_retried():
     with pytest.raises(vma.VmaHTTPError) as info:
         c.post_update('j', 'Transfer', 'Running')
     assert len(session.calls) == 1 and sleeps == []
-    assert info.value.details == 'invalid request body: bad stage'
+    assert info.value.details['vma_error'] == 'invalid request body: bad stage'
 
 
 def test_get_progress():
@@ -747,7 +749,7 @@ def params(**kwargs):
              disk_id='2000', bytes_transferred=10, total_bytes=10, percent=None, throughput_bps=None,
              sync_type='full', msg=None, required=False)
     p.update(kwargs)
-    return p
+    return vma.PROGRESS_SPEC.options(p)
 
 
 def factory(**kwargs):

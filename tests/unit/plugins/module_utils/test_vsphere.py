@@ -27,7 +27,7 @@ def test_argument_spec_env_fallbacks_and_no_log(monkeypatch):
     monkeypatch.setenv('VMWARE_PASSWORD', SECRET)
     monkeypatch.setenv('VMWARE_PORT', '8989')
     monkeypatch.setenv('VMWARE_VALIDATE_CERTS', 'no')
-    result = ArgumentSpecValidator(vsphere.vsphere_argument_spec()).validate({})
+    result = ArgumentSpecValidator(vsphere.CONNECTION_SPEC.argument_spec).validate({})
     assert result.error_messages == []
     assert result.validated_parameters == {'hostname': 'vc.example.com', 'username': 'admin', 'password': SECRET,
                                            'port': 8989, 'validate_certs': False}
@@ -37,7 +37,7 @@ def test_argument_spec_env_fallbacks_and_no_log(monkeypatch):
 def test_argument_spec_defaults(monkeypatch):
     for name in ('VMWARE_HOST', 'VMWARE_USER', 'VMWARE_PASSWORD', 'VMWARE_PORT', 'VMWARE_VALIDATE_CERTS'):
         monkeypatch.delenv(name, raising=False)
-    params = ArgumentSpecValidator(vsphere.vsphere_argument_spec()).validate({}).validated_parameters
+    params = ArgumentSpecValidator(vsphere.CONNECTION_SPEC.argument_spec).validate({}).validated_parameters
     assert params['port'] == 443 and params['validate_certs'] is True
 
 

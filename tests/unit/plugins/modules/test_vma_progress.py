@@ -167,6 +167,6 @@ def test_info_error_fails_naming_operation_and_job(run_module, session):
 
 
 def test_missing_requests_is_a_clear_failure(run_module, monkeypatch, session):
-    monkeypatch.setattr(vma_progress, 'HAS_REQUESTS', False)
+    monkeypatch.setattr(vma_progress, 'LIBRARIES', [('requests', 'ImportError: No module named requests')])
     out = run_module(vma_progress, dict(vma_url=URL, job_id='j', stage='Discover', status='Running'))
     assert out.failed and 'requests' in out.result['msg']

@@ -81,7 +81,7 @@ def test_unexpected_error_is_a_failure_with_traceback(run_module, monkeypatch):
 
 
 def test_missing_pyvmomi_is_a_clear_failure(run_module, monkeypatch, calls):
-    monkeypatch.setattr(vmware_cbt_snapshot, 'HAS_PYVMOMI', False)
+    monkeypatch.setattr(vmware_cbt_snapshot, 'LIBRARIES', [('pyVmomi', 'ImportError: No module named pyVmomi')])
     out = run_module(vmware_cbt_snapshot, BASE)
     assert out.failed and 'Failed to import the required Python library (pyVmomi)' in out.result['msg']
 
@@ -100,6 +100,6 @@ def test_wrong_credentials_message_names_host_and_user_only(run_module, monkeypa
 
 
 def test_module_options_match_cbt_snapshot_options():
-    spec = vmware_cbt_snapshot.argument_spec()
-    assert set(cbt.OPTION_NAMES) <= set(spec)
+    spec = vmware_cbt_snapshot.CBT_SNAPSHOT_SPEC.argument_spec
+    assert set(cbt.CYCLE_SPEC.names) <= set(spec)
     assert spec['password']['no_log'] is True

@@ -55,9 +55,9 @@ def test_bad_input_fails_before_connecting(run_module, calls, args, message):
 
 
 def test_negative_shutdown_timeout_fails_before_connecting(run_module, monkeypatch):
-    def connect(**kwargs):
+    def connect(*args, **kwargs):
         raise AssertionError('connected')
-    monkeypatch.setattr(power, 'connect', connect)
+    monkeypatch.setattr(power, 'connect_with', connect)
     out = run_module(vmware_vm_power, dict(BASE, shutdown_timeout=-1))
     assert out.failed and out.result['msg'] == 'vmware_vm_power: shutdown_timeout must be 0 or more seconds, got -1'
 
@@ -82,7 +82,7 @@ def test_unexpected_error_is_a_failure_with_traceback(run_module, monkeypatch):
 
 
 def test_missing_pyvmomi_is_a_clear_failure(run_module, monkeypatch, calls):
-    monkeypatch.setattr(vmware_vm_power, 'HAS_PYVMOMI', False)
+    monkeypatch.setattr(vmware_vm_power, 'LIBRARIES', [('pyVmomi', 'ImportError: No module named pyVmomi')])
     out = run_module(vmware_vm_power, BASE)
     assert out.failed and 'Failed to import the required Python library (pyVmomi)' in out.result['msg']
     assert calls == []
