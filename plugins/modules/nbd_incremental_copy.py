@@ -323,58 +323,12 @@ plan:
       type: int
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.migratekit.migration.plugins.module_utils import nbd_copy
-from ansible_collections.migratekit.migration.plugins.module_utils.vma import ProgressReporter, vma_argument_spec
-
-
-def argument_spec():
-    spec = vma_argument_spec(vma_url_required=False)
-    spec.update(
-        source=dict(type='str', required=True),
-        target=dict(type='str', required=True),
-        extents_file=dict(type='path'),
-        extents=dict(type='list', elements='raw'),
-        sync_type=dict(type='str', choices=['full', 'incremental']),
-        target_is_zero=dict(type='bool', default=False),
-        connections=dict(type='int', default=nbd_copy.DEFAULT_CONNECTIONS),
-        request_size=dict(type='int', default=nbd_copy.DEFAULT_REQUEST_SIZE),
-        requests_in_flight=dict(type='int', default=nbd_copy.DEFAULT_REQUESTS_IN_FLIGHT),
-        retries=dict(type='int', default=nbd_copy.DEFAULT_RETRIES),
-        io_timeout=dict(type='int', default=nbd_copy.DEFAULT_IO_TIMEOUT),
-        verify=dict(type='str', choices=list(nbd_copy.VERIFY_CHOICES), default='none'),
-        state_file=dict(type='path'),
-        disk_key=dict(type='int', no_log=False),
-        change_id=dict(type='str'),
-        vm_uuid=dict(type='str'),
-        disk_id=dict(type='str'),
-        progress_interval=dict(type='float', default=2.0),
-    )
-    return spec
+from ansible_collections.migratekit.migration.plugins.module_utils._runner import run_module
+from ansible_collections.migratekit.migration.plugins.module_utils.nbd_copy import COPY_SPEC, LIBRARIES, copy_module
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=[('extents', 'extents_file')],
-                           supports_check_mode=True)
-    params = module.params
-    try:
-        if not nbd_copy.HAS_NBD:
-            raise nbd_copy.NbdCopyError(missing_required_lib('nbd (Debian package python3-libnbd)'),
-                                        operation='import nbd')
-        result = nbd_copy.copy_disk(
-            params['source'], params['target'], extents=params['extents'], extents_file=params['extents_file'],
-            sync_type=params['sync_type'], target_is_zero=params['target_is_zero'],
-            connections=params['connections'], request_size=params['request_size'],
-            requests_in_flight=params['requests_in_flight'], retries=params['retries'], verify=params['verify'],
-            state_file=params['state_file'], vm_uuid=params['vm_uuid'], disk_key=params['disk_key'],
-            change_id=params['change_id'], check_mode=module.check_mode, io_timeout=params['io_timeout'],
-            progress_factory=nbd_copy.progress_factory(ProgressReporter, params) if params['vma_url'] else None)
-    except nbd_copy.NbdCopyError as exc:
-        module.fail_json(msg=nbd_copy.error_message(exc), **nbd_copy.error_details(exc))
-    for warning in result.pop('warnings', []):
-        module.warn(warning)
-    module.exit_json(**result)
+    run_module('nbd_incremental_copy', COPY_SPEC, copy_module, LIBRARIES)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,8 @@ import os
 import pytest
 
 from ansible_collections.migratekit.migration.plugins.module_utils import nbd_copy, sync_state
+from ansible_collections.migratekit.migration.plugins.module_utils._copy import job as copy_job
+from ansible_collections.migratekit.migration.plugins.module_utils._copy import plan as copy_plan
 from ansible_collections.migratekit.migration.plugins.module_utils.extents import write_extents_file
 
 nbd = pytest.importorskip('nbd')
@@ -195,28 +197,13 @@ class FakeHandle(object):
         self.calls.append(('block_status', offset, count))
 
 
-class FakeServer(object):
-    def __init__(self, can_zero=True):
-        self.can_zero = can_zero
+class FakeShared(object):
+    """The state a worker shares with the others of its pass, recording what the worker tells it."""
 
-
-class FakeJob(object):
-    def __init__(self, skip_zeros=False, can_zero=True, retries=2):
-        self.request_size = 64 * KiB
-        self.zero_size = 1 * MiB
-        self.align = 1
-        self.preferred = 1
-        self.capacity = 16 * MiB
-        self.skip_zeros = skip_zeros
-        self.retries = retries
-        self.retry_delay = 0.0
+    def __init__(self, request_size):
         self.failed = False
         self.error = None
-        self.disk = 'disk 2000'
-        self.target = FakeServer(can_zero)
-        self.zero_view = memoryview(bytearray(self.request_size))
-        self.quantum = nbd_copy.request_quantum(self.request_size, self.align)
-        self.length_classes = nbd_copy.length_classes(self.request_size, self.quantum, self.align)
+        self.zero_view = memoryview(bytearray(request_size))
         self.reports = 0
 
     def zero_buffer(self, length):
@@ -229,6 +216,20 @@ class FakeJob(object):
     def report(self, force=False):
         self.reports += 1
 
+    def next_item(self, worker):
+        return None
+
+
+def make_plan(skip_zeros=False, can_zero=True, retries=2):
+    request_size, align = 64 * KiB, 1
+    quantum = nbd_copy.request_quantum(request_size, align)
+    return nbd_copy.CopyPlan(
+        disk='disk 2000', source_uri='nbd+unix:///?socket=/s', target_uri='nbd+unix:///?socket=/t',
+        capacity=16 * MiB, align=align, preferred=1, request_size=request_size, zero_size=1 * MiB,
+        quantum=quantum, length_classes=nbd_copy.length_classes(request_size, quantum, align), connections=1,
+        requests_in_flight=32, retries=retries, retry_delay=0.0, io_timeout=300.0, skip_zeros=skip_zeros,
+        zero_by_write=not can_zero, block_status=True, fill_gaps=False, whole_disk=True)
+
 
 class Err(object):
     def __init__(self, value):
@@ -236,8 +237,9 @@ class Err(object):
 
 
 def make_worker(**kwargs):
-    job = FakeJob(**kwargs)
-    worker = nbd_copy._Worker(job, 0, FakeHandle(), FakeHandle())
+    plan = make_plan(**kwargs)
+    job = FakeShared(plan.request_size)
+    worker = nbd_copy.Worker(plan, job, 0, FakeHandle(), FakeHandle())
     return job, worker
 
 
@@ -265,7 +267,7 @@ def _only_request(worker):
 
 @pytest.fixture(autouse=True)
 def remember_requests(monkeypatch):
-    original = nbd_copy._Worker._submit
+    original = nbd_copy.Worker._submit
 
     def submit(self, req):
         self._last = req
@@ -456,7 +458,7 @@ class FakeCopy(object):
     events = []
     fail_at = None
 
-    def __init__(self, source, target, **kwargs):
+    def __init__(self, options, **kwargs):
         self.kwargs = kwargs
         self.capacity = 1 << 20
         self.extent_count = 2
@@ -477,7 +479,7 @@ class FakeCopy(object):
     def settings(self):
         return {'connections': 1, 'request_size': 65536, 'requests_in_flight': 4}
 
-    def plan(self):
+    def preview(self):
         self._step('plan')
         return {'data_bytes': 4096, 'zero_bytes': 0, 'skipped_bytes': 0, 'extent_count': 1}
 
@@ -507,7 +509,7 @@ def fake_copy(monkeypatch):
     def commit(*args, **kwargs):
         FakeCopy.events.append('commit')
         return original(*args, **kwargs)
-    monkeypatch.setattr(nbd_copy, 'DiskCopy', FakeCopy)
+    monkeypatch.setattr(copy_job, 'DiskCopy', FakeCopy)
     monkeypatch.setattr(sync_state, 'commit_disk', commit)
     return FakeCopy
 
@@ -687,15 +689,16 @@ def test_a_huge_extents_file_is_streamed_not_held(tmp_path):
         for index in range(count):
             handle.write('[%d, 512]%s\n' % (index * 8192, ',' if index < count - 1 else ''))
         handle.write(']}\n')
-    job = nbd_copy.DiskCopy('nbd+unix:///?socket=/s', 'nbd+unix:///?socket=/t',
-                            extents=nbd_copy.ExtentsFile(path), disk='disk 2000')
-    job.capacity, job.align, job.preferred = capacity, 4096, 4096
-    job.request_size, job.zero_size = 256 * KiB, 128 * MiB
+    options = nbd_copy.COPY_SPEC.options(source='nbd+unix:///?socket=/s', target='nbd+unix:///?socket=/t')
+    job = nbd_copy.DiskCopy(options, extents=nbd_copy.ExtentsFile(path), disk='disk 2000')
+    job.capacity = capacity
+    job.plan = nbd_copy.CopyPlan(**dict(make_plan().as_dict(), capacity=capacity, align=4096, preferred=4096,
+                                        request_size=256 * KiB, zero_size=128 * MiB, whole_disk=False))
     tracemalloc.start()
     try:
         job._scan_extents()
         requests = 0
-        for _item in job._copy_items():
+        for _item in copy_plan.copy_items(job.plan, job.extents):
             requests += 1
         peak = tracemalloc.get_traced_memory()[1]
     finally:
