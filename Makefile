@@ -1,6 +1,6 @@
 # Two commands on a fresh Debian 12 machine (as root): `make demo` and `make test`.
 # Both run `make setup` first, which is idempotent.
-.PHONY: setup test sanity units integration demo bench lab-build changelog build clean
+.PHONY: setup test sanity units integration demo bench lab-build changelog build clean role-specs
 
 setup:
 	scripts/setup.sh
@@ -26,6 +26,9 @@ bench: setup
 
 lab-build:
 	tests/lab/build.sh
+
+role-specs: setup
+	.venv/bin/python scripts/role_specs.py
 
 changelog: setup
 	.venv/bin/antsibull-changelog lint

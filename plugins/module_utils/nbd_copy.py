@@ -105,7 +105,7 @@ from ansible_collections.migratekit.migration.plugins.module_utils._copy.job imp
 )
 from ansible_collections.migratekit.migration.plugins.module_utils._copy.plan import CopyPlan
 from ansible_collections.migratekit.migration.plugins.module_utils._copy.worker import SharedState, Worker
-from ansible_collections.migratekit.migration.plugins.module_utils.vma import REPORTING_SPEC, ProgressReporter
+from ansible_collections.migratekit.migration.plugins.module_utils._vma.options import REPORTING_SPEC
 
 # The names other code uses from here, the parts in _copy included.
 __all__ = [
@@ -153,7 +153,11 @@ COPY_SPEC = REPORTING_SPEC.merge(ArgumentSpec(dict(
 
 def copy_module(options, check_mode=False):
     """The whole nbd_incremental_copy module (:data:`COPY_SPEC`): progress to the VMA when ``vma_url`` is set."""
-    factory = progress_factory(ProgressReporter, options) if options.vma_url else None
+    factory = None
+    if options.vma_url:
+        # imported here: a copy that does not report needs neither requests nor the client
+        from ansible_collections.migratekit.migration.plugins.module_utils._vma.reporter import ProgressReporter
+        factory = progress_factory(ProgressReporter, options)
     return run_copy(options, check_mode=check_mode, progress_factory=factory)
 
 

@@ -21,9 +21,8 @@ never logged, never part of an error message or a result.
 
 from __future__ import (absolute_import, division, print_function)
 
-from ansible.module_utils.basic import env_fallback
-
 from ansible_collections.migratekit.migration.plugins.module_utils._argspec import ArgumentSpec
+from ansible_collections.migratekit.migration.plugins.module_utils._vma.options import PROGRESS_INFO_SPEC, REPORTING_SPEC
 from ansible_collections.migratekit.migration.plugins.module_utils._vma.client import (
     DEFAULT_BACKOFF,
     DEFAULT_RETRIES,
@@ -92,21 +91,6 @@ __all__ = [
 # What a module talking to the VMA needs besides Ansible.
 LIBRARIES = (('requests', REQUESTS_IMPORT_ERROR),)
 
-
-def _vma_options(vma_url_required):
-    return dict(
-        vma_url=dict(type='str', required=vma_url_required),
-        job_id=dict(type='str', fallback=(env_fallback, [JOB_ID_ENV])),
-        token=dict(type='str', no_log=True),
-        validate_certs=dict(type='bool', default=True),
-    )
-
-
-# The shared options (the ``migratekit.migration.vma`` doc fragment): vma_url
-# required (``vma.api``, the modules that call the API) or optional
-# (``vma.reporting``, modules that report progress when asked to).
-PROGRESS_INFO_SPEC = ArgumentSpec(_vma_options(vma_url_required=True))
-REPORTING_SPEC = ArgumentSpec(_vma_options(vma_url_required=False))
 
 # The options of the vma_progress module.
 PROGRESS_SPEC = PROGRESS_INFO_SPEC.merge(ArgumentSpec(dict(
