@@ -461,7 +461,6 @@ class CbtSnapshot(object):
         return self._result(True, facts, snapshot_result, [], [], before, after)
 
 
-
 def run(conn, vm, check_mode=False, now=None, **options):
     """Run one cycle with ``options`` of :data:`CYCLE_SPEC` (library use: defaults fill in the rest)."""
     return cycle_with(conn, vm, CYCLE_SPEC.options(**options), check_mode=check_mode, now=now)

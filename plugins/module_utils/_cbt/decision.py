@@ -62,6 +62,7 @@ def parse_change_id(change_id):
         raise ValueError('changeId %r is not of the form "<uuid>/<sequence>"' % (change_id,))
     return uuid, int(sequence)
 
+
 def target_for(targets, key, label):
     """The target of a disk in the ``targets`` option (keyed by device key or label)."""
     if not targets:

@@ -86,6 +86,7 @@ def classify_disks(devices):
     disks.sort(key=lambda d: d['key'])
     return disks, skipped
 
+
 def iter_snapshot_tree(snapshot_info):
     """Yield every SnapshotTree node of a VM's ``snapshot`` property."""
     pending = list(getattr(snapshot_info, 'rootSnapshotList', None) or [])

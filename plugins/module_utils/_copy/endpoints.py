@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - depends on the system
     HAS_NBD = False
     NBD_IMPORT_ERROR = traceback.format_exc()
 
+
 class ServerInfo(object):
     """What one NBD server negotiated."""
 

@@ -146,7 +146,7 @@ class Worker(object):
             self._loop()
         except Exception as exc:  # a bug or an unexpected libnbd state: fail the job, never hang
             self.shared.fail(NbdCopyError('copy worker %d failed: %s: %s' % (self.index, type(exc).__name__, exc),
-                                       operation='copy', disk=self.plan.disk))
+                                          operation='copy', disk=self.plan.disk))
 
     def _loop(self):
         plan, shared = self.plan, self.shared
@@ -214,16 +214,16 @@ class Worker(object):
                     last_io = time.monotonic()
                 elif time.monotonic() - last_io > plan.io_timeout:
                     shared.fail(CopyIOError('no reply from the %s for %d s (%s of %s)'
-                                         % (' and '.join(waiting), plan.io_timeout, plan.disk,
-                                            ', '.join(plan.uri(role) for role in waiting)),
-                                         operation='wait for %s' % waiting[0], disk=plan.disk))
+                                            % (' and '.join(waiting), plan.io_timeout, plan.disk,
+                                               ', '.join(plan.uri(role) for role in waiting)),
+                                            operation='wait for %s' % waiting[0], disk=plan.disk))
                     self.inflight = 0
                     return
             for handle, role in ((self.src, 'source'), (self.dst, 'target')):
                 if handle.aio_is_dead() or handle.aio_is_closed():
                     if not shared.failed:
                         shared.fail(CopyIOError('the connection to the %s %s was lost' % (role, plan.uri(role)),
-                                             operation='connect to %s' % role, disk=plan.disk))
+                                                operation='connect to %s' % role, disk=plan.disk))
                     self.inflight = 0
                     return
 
@@ -512,7 +512,6 @@ class SharedState(object):
             pass
         finally:
             self._report_lock.release()
-
 
     def make_workers(self, plan, pairs):
         """One worker per ``(source, target)`` handle pair; returns them (the caller keeps them to close)."""

@@ -59,6 +59,7 @@ class NbdkitStopError(NbdkitError):
 
 # ---------------------------------------------------------------- pure parts
 
+
 def socket_uri(path):
     """The NBD URI of a unix socket, as libnbd parses it."""
     return 'nbd+unix:///?socket=' + quote(path, safe='/')
@@ -110,6 +111,7 @@ def normalize_filters(filters):
             pairs.append((str(key), str(value)))
         result.append((name, pairs))
     return result
+
 
 def validate(options):
     """Check module parameters; return the normalized configuration dict.

@@ -28,6 +28,7 @@ from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.c
 
 # ------------------------------------------------------------- file system
 
+
 def ensure_private_dir(directory, create=True):
     """Make sure ``directory`` exists, is ours and is mode 0700.
 

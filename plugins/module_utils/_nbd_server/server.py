@@ -54,6 +54,7 @@ from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.p
     write_password_file,
 )
 
+
 def stop_all(directory, timeout=60.0, check_mode=False):
     """Stop every server whose socket or pidfile is in ``directory``; return ``(changed, [results])``."""
     changed = False

@@ -33,6 +33,7 @@ FINAL_RETRY_DELAY = 0.5
 SLOW_AFTER = 0.5                    # a send taking longer means the VMA is slow or stalled
 UNHEALTHY_GRACE = 0.25              # finish() wait when the VMA is failing or stalled
 
+
 class ProgressReporter(object):
     """Reports one disk's copy progress to the VMA in the background, best effort.
 

@@ -87,6 +87,7 @@ class VmaResponseError(VmaRequestError):
 
 # ---------------------------------------------------------------- validation
 
+
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
