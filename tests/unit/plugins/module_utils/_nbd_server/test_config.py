@@ -7,23 +7,9 @@ __metaclass__ = type
 import pytest
 
 from ansible_collections.migratekit.migration.plugins.module_utils import nbdkit
-
-SECRET = 'S3cr3t pa$$ word'
-THUMB = ':'.join(['AB'] * 20)
-
-
-def validate(params):
-    return nbdkit.validate(nbdkit.SERVER_SPEC.options(params))
-
-
-def vddk_params(**over):
-    params = dict(socket='/run/mk/c1/disk-2000.sock', transport='vddk', vddk_libdir='/opt/vddk',
-                  server='vcenter.example.com', username='admin@vsphere.local', password=SECRET,
-                  thumbprint=THUMB, vm_moref='vm-42', snapshot_moref='snapshot-7',
-                  backing_file='[datastore1] vm0/vm0.vmdk', transports=None, compression=None,
-                  config=None, single_link=False, filters=[], port=None)
-    params.update(over)
-    return params
+from ansible_collections.migratekit.migration.tests.unit.plugins.module_utils.nbd_server_fakes import (
+    SECRET, THUMB, validate, vddk_params,
+)
 
 
 def test_vddk_argv_full():
