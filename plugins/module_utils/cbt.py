@@ -186,6 +186,9 @@ class CbtSnapshot(object):
         self.now = now
         self.warnings = []
         self.vm_name = None
+        self.identity = {}            # whose state file is ours (sync_state.IDENTITY_KEYS)
+        self.unreadable_state = None  # why the state file could not be read (full cycles only)
+        self.state_kept_aside = None  # where it went
         self.stats = {'query_pages': 0}
 
     # -- helpers
@@ -201,12 +204,45 @@ class CbtSnapshot(object):
         return props
 
     def _load_state(self):
-        if not self.options.state_file:
+        """The sync state, or None without a state file.
+
+        An unreadable file stops every cycle but a full one, which starts
+        over with an empty state (the file is kept aside by :meth:`_claim_state`).
+        """
+        path = self.options.state_file
+        if not path:
             return None
         try:
-            return sync_state.load(self.options.state_file)
+            return sync_state.load(path)
         except sync_state.SyncStateError as exc:
-            raise StateFileError(str(exc), operation='read sync state', vm=self.vm_name)
+            if self.options.mode != 'full':
+                raise StateFileError('%s; run migratekit.migration.full_sync to start over (it keeps this file '
+                                     'aside)' % exc, operation='read sync state', vm=self.vm_name)
+            self.unreadable_state = str(exc)
+            return sync_state.empty_state()
+
+    def _claim_state(self, state):
+        """Make the state file this VM's: one of another VM (or unreadable) is kept aside, never deleted.
+
+        In check mode only the warning says what would happen.
+        """
+        path = self.options.state_file
+        if not path:
+            return
+        why = self.unreadable_state and 'is unreadable (%s)' % self.unreadable_state
+        why = why or sync_state.owner_mismatch(state, self.identity)
+        if why and self.check_mode:
+            self.warnings.append('the sync state file %s %s: it would be kept aside and every disk copied in full'
+                                 % (path, why))
+            return
+        try:
+            if why:
+                self.state_kept_aside = sync_state.keep_aside(path)
+                self.warnings.append('the sync state file %s %s: it is kept aside as %s and every disk gets a full '
+                                     'copy' % (path, why, self.state_kept_aside))
+            sync_state.claim(path, self.identity)
+        except sync_state.SyncStateError as exc:
+            raise StateFileError(str(exc), operation='claim sync state', vm=self.vm_name)
 
     def _result(self, changed, facts, snapshot, disks, skipped, before, after):
         return {
@@ -216,6 +252,7 @@ class CbtSnapshot(object):
             'disks': disks,
             'skipped_disks': skipped,
             'diff': {'before': before, 'after': after},
+            'state_kept_aside': self.state_kept_aside,
             'warnings': self.warnings,
         }
 
@@ -244,8 +281,10 @@ class CbtSnapshot(object):
             raise CbtUnsupportedError('Changed Block Tracking is off and enable_cbt is false',
                                       operation='check CBT support', vm=self.vm_name)
         extents_dir = check_extents_dir(self.options.extents_dir, check_mode=self.check_mode)
-        state = self._load_state()
         vm_uuid = props.get('config.uuid')
+        self.identity = {'vm_uuid': vm_uuid, 'vm_instance_uuid': props.get('config.instanceUuid'),
+                         'vcenter': getattr(self.conn, 'hostname', None)}
+        state = self._load_state()
 
         # preflight: decide with what is known now, so that an impossible
         # incremental fails before anything is changed
@@ -260,6 +299,7 @@ class CbtSnapshot(object):
         after = {'cbt_enabled': True, 'snapshot': self.options.snapshot_name}
         changed = not cbt_before or not existing
         facts['cbt_enabled'] = True
+        self._claim_state(state)
 
         if self.check_mode:
             snapshot_result = None
@@ -321,7 +361,7 @@ class CbtSnapshot(object):
                                change_id, vm_uuid=vm_uuid, state=state, state_file=self.options.state_file,
                                target=target_for(self.targets, disk['key'], disk['label']),
                                rejected=rejected, cbt_was_enabled=cbt_before, change_id_known=change_id_known,
-                               label=disk['label'])
+                               label=disk['label'], identity=self.identity)
         except VSphereError as exc:
             raise exc.located('decide full or incremental', self.vm_name, disk['label'])
 

@@ -14,6 +14,7 @@ leaves either the old or the new file.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -58,14 +59,30 @@ def disk_entry(state, disk_key):
     return state['disks'].get(str(disk_key))
 
 
-def commit_disk(path, vm_uuid, disk_key, change_id, capacity_bytes, target, now=None):
-    """Record ``change_id`` as the synced point of one disk; return the new entry.
+# Who a state file belongs to: the VM's BIOS uuid, its instance uuid and its vCenter.
+IDENTITY_KEYS = ('vm_uuid', 'vm_instance_uuid', 'vcenter')
 
-    Raises SyncStateError when the file belongs to another VM: committing
-    there would make a later cycle copy only another VM's changes.
+
+def _same(a, b):
+    return a.replace('-', '').replace(' ', '').lower() == b.replace('-', '').replace(' ', '').lower()
+
+
+def owner_mismatch(state, identity):
+    """None when ``state`` is the VM's of ``identity`` (or names nobody yet), else why it is not.
+
+    Only what both sides know is compared: a first-wave file without an
+    instance uuid or vCenter still matches on the BIOS uuid.
     """
-    if not change_id:
-        raise SyncStateError('refusing to commit an empty change_id for disk %s in %s' % (disk_key, path))
+    for key, what in (('vcenter', 'vCenter'), ('vm_instance_uuid', 'instance uuid'), ('vm_uuid', 'uuid')):
+        theirs, mine = state.get(key), (identity or {}).get(key)
+        if theirs and mine and not _same(str(theirs), str(mine)):
+            return 'belongs to VM %s %s, not %s' % (what, theirs, mine)
+    return None
+
+
+@contextlib.contextmanager
+def _locked(path):
+    """The state file's lock (a ``.lock`` file beside it), created with its directory if needed."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         if not os.path.isdir(directory):
@@ -75,6 +92,57 @@ def commit_disk(path, vm_uuid, disk_key, change_id, capacity_bytes, target, now=
         raise SyncStateError('cannot create sync state file %s: %s' % (path, exc))
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock_fd)
+
+
+def claim(path, identity):
+    """Record ``identity`` (see :data:`IDENTITY_KEYS`) in the state file; return the state.
+
+    Written only when something changes. Raises SyncStateError when the file
+    belongs to another VM (keep it aside first, :func:`keep_aside`).
+    """
+    with _locked(path):
+        state = load(path)
+        mismatch = owner_mismatch(state, identity)
+        if mismatch:
+            raise SyncStateError('sync state file %s %s' % (path, mismatch))
+        wanted = dict((key, identity[key]) for key in IDENTITY_KEYS if identity.get(key))
+        if any(state.get(key) != value for key, value in wanted.items()):
+            state.update(wanted)
+            write_atomic(path, state)
+        return state
+
+
+def keep_aside(path, now=None):
+    """Rename ``path`` to ``<path>.aside-<UTC time>`` (never deleted); return the new name, or None."""
+    stamp = (now or datetime.datetime.utcnow()).strftime('%Y%m%dT%H%M%SZ')
+    with _locked(path):
+        if not os.path.exists(path):
+            return None
+        aside = '%s.aside-%s' % (path, stamp)
+        index = 1
+        while os.path.exists(aside):
+            index += 1
+            aside = '%s.aside-%s-%d' % (path, stamp, index)
+        try:
+            os.rename(path, aside)
+            _fsync_directory(os.path.dirname(os.path.abspath(path)))
+        except OSError as exc:
+            raise SyncStateError('cannot keep sync state file %s aside as %s: %s' % (path, aside, exc))
+        return aside
+
+
+def commit_disk(path, vm_uuid, disk_key, change_id, capacity_bytes, target, now=None):
+    """Record ``change_id`` as the synced point of one disk; return the new entry.
+
+    Raises SyncStateError when the file belongs to another VM: committing
+    there would make a later cycle copy only another VM's changes.
+    """
+    if not change_id:
+        raise SyncStateError('refusing to commit an empty change_id for disk %s in %s' % (disk_key, path))
+    with _locked(path):
         state = load(path)
         if state.get('vm_uuid') and vm_uuid and state['vm_uuid'] != vm_uuid:
             raise SyncStateError('sync state file %s belongs to VM %s, not %s'
@@ -90,8 +158,14 @@ def commit_disk(path, vm_uuid, disk_key, change_id, capacity_bytes, target, now=
         state['disks'][str(disk_key)] = entry
         write_atomic(path, state)
         return entry
+
+
+def _fsync_directory(directory):
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
     finally:
-        os.close(lock_fd)
+        os.close(dir_fd)
 
 
 def write_atomic(path, data):
@@ -109,11 +183,7 @@ def write_atomic(path, data):
             os.fsync(handle.fileno())
         os.chmod(tmp_path, 0o600)
         os.rename(tmp_path, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_directory(directory)
     except (IOError, OSError) as exc:
         try:
             os.unlink(tmp_path)

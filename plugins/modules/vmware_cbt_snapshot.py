@@ -82,9 +82,15 @@ options:
     default: auto
   state_file:
     description:
-      - The per-VM sync state file (JSON with C(vm_uuid) and, per disk key, C(change_id), C(capacity_bytes),
-        C(target), C(synced_at)). Read here; written by the copy module after a flush.
+      - The per-VM sync state file (JSON with C(vm_uuid), C(vm_instance_uuid), C(vcenter) and, per disk key,
+        C(change_id), C(capacity_bytes), C(target), C(synced_at)). Read here; its disks are written by the copy
+        module after a flush.
       - A missing file means no previous sync (full copies).
+      - The VM's identity (BIOS uuid, instance uuid, vCenter) is recorded in it before the snapshot. A file of
+        another VM or vCenter (a VM deleted and re-created under the same name) is kept aside, renamed with a
+        timestamp, never deleted, and every disk gets a full copy (RV(state_kept_aside)).
+      - A file that cannot be read (truncated, not JSON) fails the task naming it, before anything changes on
+        the VM, unless O(mode=full), which keeps it aside and starts over.
     type: path
   extents_dir:
     description:
@@ -297,6 +303,14 @@ skipped_disks:
   elements: dict
   sample: [{"key": 2001, "label": "Hard disk 2", "backing_file": "[LocalDS_0] app01/data.vmdk",
             "reason": "independent_persistent disk: snapshots do not include it and CBT does not track it"}]
+state_kept_aside:
+  description:
+    - Where the sync state file was kept aside (renamed, never deleted) because it belonged to another VM or
+      vCenter (a VM re-created under the same name) or, with O(mode=full), could not be read; every disk then
+      gets a full copy. Null otherwise.
+  returned: always
+  type: str
+  sample: /var/lib/migratekit/state/app01.json.aside-20261201T101500Z
 '''
 
 from ansible_collections.migratekit.migration.plugins.module_utils._runner import run_module

@@ -74,7 +74,7 @@ def target_for(targets, key, label):
 
 
 def decide_sync(mode, disk_key, capacity_bytes, change_id, vm_uuid=None, state=None, state_file=None,
-                target=None, rejected=None, cbt_was_enabled=True, change_id_known=True, label=None):
+                target=None, rejected=None, cbt_was_enabled=True, change_id_known=True, label=None, identity=None):
     """Decide full or incremental for one disk; return a :class:`SyncDecision`.
 
     ``state`` is the loaded sync state (None: no state file was given),
@@ -83,6 +83,8 @@ def decide_sync(mode, disk_key, capacity_bytes, change_id, vm_uuid=None, state=N
     both are known), ``rejected`` the fault message when vSphere refused the
     stored changeId. With ``change_id_known=False`` (a preflight check before
     the snapshot exists) a missing ``change_id`` decides nothing.
+    ``identity`` (BIOS uuid, instance uuid, vCenter: see
+    ``sync_state.IDENTITY_KEYS``) says whose state is ours; default ``vm_uuid``.
 
     The table, first match wins:
 
@@ -91,7 +93,7 @@ def decide_sync(mode, disk_key, capacity_bytes, change_id, vm_uuid=None, state=N
     ============================  ==================  ==========================
     mode is full                  mode_full           full
     no state file given           no_state            full
-    state of another VM           other_vm            full
+    state of another VM/vCenter   other_vm            full
     no entry for the disk         no_state            full
     stored changeId malformed     bad_state           full
     CBT was off on the VM         cbt_off             full
@@ -122,9 +124,9 @@ def decide_sync(mode, disk_key, capacity_bytes, change_id, vm_uuid=None, state=N
     if state is None:
         return full('no_state', 'no state_file given, so no previous sync is known')
     where = ' %s' % state_file if state_file else ''
-    state_vm = state.get('vm_uuid')
-    if state_vm and vm_uuid and state_vm.lower() != vm_uuid.lower():
-        return full('other_vm', 'the sync state file%s belongs to VM uuid %s, not %s' % (where, state_vm, vm_uuid))
+    mismatch = sync_state.owner_mismatch(state, identity or {'vm_uuid': vm_uuid})
+    if mismatch:
+        return full('other_vm', 'the sync state file%s %s' % (where, mismatch))
     entry = sync_state.disk_entry(state, disk_key)
     if not entry:
         return full('no_state', 'the sync state file%s has no entry for disk key %s (never synced)'

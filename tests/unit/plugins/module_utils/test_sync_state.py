@@ -1,4 +1,5 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+import datetime
 import json
 import multiprocessing
 import os
@@ -67,3 +68,43 @@ def test_corrupt_file_is_a_clear_error(tmp_path):
     path.write_text('{not json')
     with pytest.raises(sync_state.SyncStateError, match='not valid JSON'):
         sync_state.load(str(path))
+
+
+IDENTITY = {'vm_uuid': '4213-a', 'vm_instance_uuid': '5013-a', 'vcenter': 'vc1'}
+
+
+@pytest.mark.parametrize('state, expected', [
+    ({}, None),
+    ({'vm_uuid': '4213-A'}, None),  # a first-wave file: BIOS uuid only, compared without case or dashes
+    ({'vm_uuid': '4213-a', 'vm_instance_uuid': '5013-b'}, 'belongs to VM instance uuid 5013-b, not 5013-a'),
+    ({'vm_uuid': '4213-a', 'vcenter': 'vc2'}, 'belongs to VM vCenter vc2, not vc1'),
+    ({'vm_uuid': '4213-b'}, 'belongs to VM uuid 4213-b, not 4213-a'),
+])
+def test_owner_mismatch(state, expected):
+    assert sync_state.owner_mismatch(state, IDENTITY) == expected
+
+
+def test_claim_records_the_identity_once_and_keeps_the_disks(tmp_path):
+    path = str(tmp_path / 'vm.json')
+    sync_state.commit_disk(path, '4213-a', 2000, 'c/1', 1024, 't')
+    sync_state.claim(path, IDENTITY)
+    state = sync_state.load(path)
+    assert state['vm_instance_uuid'] == '5013-a' and state['vcenter'] == 'vc1'
+    assert state['disks']['2000']['change_id'] == 'c/1'
+    mtime = os.stat(path).st_mtime_ns
+    sync_state.claim(path, IDENTITY)
+    assert os.stat(path).st_mtime_ns == mtime, 'nothing changed: nothing written'
+    with pytest.raises(sync_state.SyncStateError, match='belongs to VM instance uuid 5013-a, not 5013-z'):
+        sync_state.claim(path, dict(IDENTITY, vm_instance_uuid='5013-z'))
+
+
+def test_keep_aside_renames_and_never_overwrites(tmp_path):
+    path = str(tmp_path / 'vm.json')
+    assert sync_state.keep_aside(path) is None
+    for text in ('first', 'second'):
+        with open(path, 'w') as handle:
+            handle.write(text)
+        sync_state.keep_aside(path, now=datetime.datetime(2026, 12, 1, 10, 0, 0))
+    kept = sorted(os.listdir(str(tmp_path)))
+    assert kept == ['vm.json.aside-20261201T100000Z', 'vm.json.aside-20261201T100000Z-2', 'vm.json.lock']
+    assert open(str(tmp_path / kept[0])).read() == 'first' and open(str(tmp_path / kept[1])).read() == 'second'

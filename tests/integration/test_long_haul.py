@@ -1,0 +1,101 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The long haul, as users run the roles: state that survives re-created VMs and corrupt files,
+one cycle per VM at a time, cheap idle cycles.
+
+One lab of 2 VMs x 1 disk (16 MiB); the scenarios build on each other.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import glob
+import json
+import os
+import shutil
+
+import pytest
+
+from ansible_collections.migratekit.migration.tests.integration.helpers import MiB
+from ansible_collections.migratekit.migration.tests.integration.test_roles import Env
+
+pytest.importorskip('nbd')
+pytest.importorskip('pyVmomi')
+
+from lab import Lab  # noqa: E402  (tests/integration/conftest.py puts tests/lab on sys.path)
+
+pytestmark = pytest.mark.skipif(shutil.which('nbdkit') is None, reason='nbdkit is not installed')
+
+KEY = 2000
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp('long'))
+    lab = Lab.up(os.path.join(base, 'lab'), vms=2, disks=1, disk_size=16 * MiB, watch_pid=os.getpid())
+    the_env = Env(lab, base)
+    try:
+        yield the_env
+    finally:
+        lab.down()
+
+
+def state_path(env, vm):
+    return os.path.join(env.state_dir, vm + '.json')
+
+
+def kept_aside(env, vm):
+    return sorted(glob.glob(state_path(env, vm) + '.aside-*'))
+
+
+def test_first_full_sync_records_who_the_state_belongs_to(env):
+    env.lab.write('VM0', KEY, offset=0, length=256 * 1024, seed=1)
+    env.lab.write('VM1', KEY, offset=MiB, length=128 * 1024, seed=2)
+    run = env.playbook('full_sync.yml')
+    assert run.rc == 0 and run.failed_hosts() == [], run
+    for vm in ('VM0', 'VM1'):
+        state = env.state(vm)
+        info = env.lab.vm(vm)
+        assert state['vm_uuid'] == info['uuid'] and state['vm_instance_uuid'] == info['instance_uuid']
+        assert state['vcenter'] == env.lab.vcenter['hostname']
+        assert env.target_equals_source(vm, KEY)
+
+
+def test_state_of_a_vm_recreated_under_the_same_name_never_blocks(env):
+    # What a deleted and re-created VM0 looks like from the appliance: its state file names another VM.
+    path = state_path(env, 'VM0')
+    state = env.state('VM0')
+    state.update(vm_uuid='4213aaaa-0000-0000-0000-00000000dead', vm_instance_uuid='5013aaaa-dead')
+    old = json.dumps(state, indent=2, sort_keys=True) + '\n'
+    with open(path, 'w') as handle:
+        handle.write(old)
+    env.lab.write('VM0', KEY, offset=4 * MiB, length=64 * 1024, seed=3)
+    run = env.playbook('incremental_sync.yml', limit='VM0')
+    assert run.rc == 0 and run.failed_hosts() == [], run
+    disk = run.disk('VM0', KEY)
+    assert disk['sync_type'] == 'full' and 'belongs to VM' in disk['reason'], disk
+    aside = kept_aside(env, 'VM0')
+    assert len(aside) == 1 and open(aside[0]).read() == old, 'the old state is kept, unchanged'
+    assert env.state('VM0')['vm_uuid'] == env.lab.vm('VM0')['uuid']
+    assert env.state('VM0')['disks'][str(KEY)]['change_id'] == disk['committed_change_id']
+    assert env.target_equals_source('VM0', KEY)
+    env.assert_clean()
+
+
+def test_corrupt_state_fails_incremental_syncs_and_full_sync_recovers(env):
+    path = state_path(env, 'VM1')
+    with open(path) as handle:
+        text = handle.read()
+    with open(path, 'w') as handle:
+        handle.write(text[:len(text) // 2])  # cut short, as a full disk or a crash would leave it
+    run = env.playbook('incremental_sync.yml', limit='VM1')
+    assert run.rc != 0 and run.failed_hosts() == ['VM1'], run
+    assert path in run.out and 'migratekit.migration.full_sync' in run.out, run
+    assert open(path).read() == text[:len(text) // 2], 'an incremental sync changes nothing'
+    env.assert_clean()
+
+    run = env.playbook('full_sync.yml', limit='VM1')
+    assert run.rc == 0 and run.failed_hosts() == [], run
+    aside = kept_aside(env, 'VM1')
+    assert len(aside) == 1 and open(aside[0]).read() == text[:len(text) // 2]
+    assert env.state('VM1')['disks'][str(KEY)]['change_id'] == run.disk('VM1', KEY)['committed_change_id']
+    assert env.target_equals_source('VM1', KEY)
+    env.assert_clean()
