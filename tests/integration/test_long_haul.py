@@ -11,11 +11,12 @@ import glob
 import json
 import os
 import shutil
+import time
 
 import pytest
 
 from ansible_collections.migratekit.migration.tests.integration.helpers import MiB
-from ansible_collections.migratekit.migration.tests.integration.test_roles import Env
+from ansible_collections.migratekit.migration.tests.integration.test_roles import Env, kill_group_except
 
 pytest.importorskip('nbd')
 pytest.importorskip('pyVmomi')
@@ -97,5 +98,57 @@ def test_corrupt_state_fails_incremental_syncs_and_full_sync_recovers(env):
     aside = kept_aside(env, 'VM1')
     assert len(aside) == 1 and open(aside[0]).read() == text[:len(text) // 2]
     assert env.state('VM1')['disks'][str(KEY)]['change_id'] == run.disk('VM1', KEY)['committed_change_id']
+    assert env.target_equals_source('VM1', KEY)
+    env.assert_clean()
+
+
+SLOW = {'migratekit_nbdkit_filters': [{'name': 'rate', 'params': {'rate': '2M'}}]}
+
+
+def lock_path(env, vm):
+    return os.path.join(env.state_dir, vm + '.cycle.lock')
+
+
+def wait_for_copy(env, proc, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not env.our_nbdkit() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert env.our_nbdkit(), 'the cycle never reached its copy'
+
+
+def test_a_second_cycle_of_the_vm_fails_at_once_and_touches_nothing(env):
+    env.lab.write('VM0', KEY, offset=0, length=8 * MiB, seed=10)  # 4 s to read at 2 MiB/s
+    first = env.start('full_sync.yml', limit='VM0', extra=SLOW)
+    try:
+        wait_for_copy(env, first)
+        servers, snapshots = env.our_nbdkit(), env.snapshots()
+        started = time.monotonic()
+        second = env.playbook('incremental_sync.yml', limit='VM0')
+        assert second.rc != 0 and second.failed_hosts() == ['VM0'], second
+        assert 'another cycle holds %s: full_sync, pid %d' % (lock_path(env, 'VM0'), first.pid) in second.out, second
+        assert 'This cycle changed nothing' in second.out
+        assert first.poll() is None, 'the first cycle was disturbed'
+        assert env.our_nbdkit() == servers and env.snapshots() == snapshots, 'the second cycle touched the first'
+        assert "Take the VM's cycle lock" in second.out and 'Snapshot the VM' not in second.out, second
+        assert time.monotonic() - started < 60
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0
+    assert env.target_equals_source('VM0', KEY)
+    env.assert_clean()
+
+
+def test_a_killed_cycle_leaves_the_lock_to_the_next(env):
+    env.lab.write('VM1', KEY, offset=0, length=8 * MiB, seed=11)
+    proc = env.start('full_sync.yml', limit='VM1', extra=SLOW)
+    try:
+        wait_for_copy(env, proc)
+        holder = json.load(open(lock_path(env, 'VM1')))['holder_pid']
+    finally:
+        kill_group_except(proc.pid, keep=b'nbdkit')  # kill -9 of the controller
+        proc.wait()
+    run = env.playbook('incremental_sync.yml', limit='VM1')
+    assert run.rc == 0 and run.failed_hosts() == [], run
+    assert not os.path.exists('/proc/%d' % holder) or 'Z' in open('/proc/%d/stat' % holder).read().split()[2]
     assert env.target_equals_source('VM1', KEY)
     env.assert_clean()

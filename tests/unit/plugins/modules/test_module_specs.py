@@ -12,10 +12,12 @@ import textwrap
 import pytest
 import yaml
 
-from ansible_collections.migratekit.migration.plugins.module_utils import cbt, nbd_copy, nbdkit, power, vma, vsphere
+from ansible_collections.migratekit.migration.plugins.module_utils import cbt, cycle_lock, nbd_copy, nbdkit, power, vma
+from ansible_collections.migratekit.migration.plugins.module_utils import vsphere
 from ansible_collections.migratekit.migration.plugins.module_utils._argspec import Options
 from ansible_collections.migratekit.migration.plugins.module_utils._copy import job as copy_job
 from ansible_collections.migratekit.migration.plugins.modules import (
+    cycle_lock as cycle_lock_module,
     nbd_incremental_copy,
     nbdkit_server,
     vma_progress,
@@ -41,6 +43,8 @@ MODULES = [
      [nbdkit.nbdkit_server_module, nbdkit._server_module, nbdkit.validate]),
     (vma_progress, vma.PROGRESS_SPEC, vma.post_progress, [vma.post_progress]),
     (vma_progress_info, vma.PROGRESS_INFO_SPEC, vma.read_progress, [vma.read_progress]),
+    (cycle_lock_module, cycle_lock.LOCK_SPEC, cycle_lock.cycle_lock_module,
+     [cycle_lock.cycle_lock_module, cycle_lock.lock, cycle_lock.unlock, cycle_lock._subject]),
 ]
 IDS = [module.__name__.rsplit('.', 1)[1] for module, _spec, _entry, _files in MODULES]
 OPTIONS_METHODS = set(name for name in dir(Options) if not name.startswith('__'))
