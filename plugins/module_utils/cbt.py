@@ -102,6 +102,7 @@ CYCLE_SPEC = ArgumentSpec(dict(
     extents_dir=dict(type='path'),
     targets=dict(type='dict'),
     keep_snapshot_on_failure=dict(type='bool', default=False),
+    commit_unchanged=dict(type='bool', default=False),
 ), required_if=[('state', 'present', ['extents_dir'])])
 CBT_SNAPSHOT_SPEC = CONNECTION_SPEC.merge(VM_SPEC, CYCLE_SPEC)
 
@@ -352,7 +353,43 @@ class CbtSnapshot(object):
                 '%s: %s' % (type(exc).__name__, exc), operation='compute changed areas', vm=self.vm_name)
             self._cleanup(error, created, written)
             raise error
+        if self.options.commit_unchanged:
+            self._finish_unchanged(results, snapshot, snapshot_result, written, extents_dir)
         return self._result(changed, facts, snapshot_result, results, skipped, before, after)
+
+    def _finish_unchanged(self, results, snapshot, snapshot_result, written, extents_dir):
+        """Commit the new changeId of every disk with nothing to copy; with nothing to copy at all, remove
+        the snapshot and this run's extents files too.
+
+        Nothing changed between the committed changeId and the snapshot's, so
+        the target already holds the snapshot's data: there is nothing to
+        write or flush before the commit.
+        """
+        for disk in results:
+            if disk['copy_needed'] or not self.options.state_file or not disk['target']:
+                continue
+            try:
+                sync_state.commit_disk(self.options.state_file, self.identity.get('vm_uuid'), disk['key'],
+                                       disk['change_id'], disk['capacity_bytes'], disk['target'])
+            except sync_state.SyncStateError as exc:
+                raise StateFileError(str(exc), operation='commit unchanged changeId', vm=self.vm_name,
+                                     disk=disk['label'])
+            disk['committed_change_id'] = disk['change_id']
+        if any(disk['copy_needed'] or not disk['committed_change_id'] for disk in results):
+            return
+        remove_snapshot(self.conn, snapshot, self.options.snapshot_name, vm_name=self.vm_name)
+        snapshot_result['removed'] = True
+        for path in written:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        for disk in results:
+            disk['extents_file'] = None
+        try:
+            os.rmdir(extents_dir)
+        except OSError:
+            pass  # not empty: someone else's files stay
 
     def _decide(self, disk, change_id, state, vm_uuid, cbt_before, change_id_known=True, rejected=None,
                 capacity=None):
@@ -401,6 +438,8 @@ class CbtSnapshot(object):
             'extents_file': extents_file,
             'extent_count': count,
             'changed_bytes': changed_bytes,
+            'copy_needed': decision.sync_type == 'full' or changed_bytes is None or changed_bytes > 0,
+            'committed_change_id': None,
         }
 
     def _disk_extents(self, disk, snap_disk, snapshot, state, vm_uuid, cbt_before, extents_dir, facts,

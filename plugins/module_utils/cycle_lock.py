@@ -183,6 +183,16 @@ def _try_lock(fd):
         raise
 
 
+def _mark_released(path, info):
+    """Say in the lock file that its cycle ended and released it (the next cycle has nothing to clean up)."""
+    info = dict(info, released=datetime.datetime.utcnow().strftime('%Y-%m-%dT%H:%M:%SZ'))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        _write_holder(fd, info)
+    finally:
+        os.close(fd)
+
+
 def _take_over(fd, path, timeout=5.0):
     """Take a lock whose cycle is gone but whose holder has not noticed yet (it looks twice a second)."""
     info = read_holder(path)
@@ -214,13 +224,15 @@ def lock(options, check_mode=False, now=None, watch=None):
     path = options.path
     info = read_holder(path)
     if options.token and info.get('token') == options.token and process_alive(info.get('holder_pid')):
-        return dict(changed=False, path=path, **info)
+        return dict(changed=False, path=path, previous='held', **info)
+    # how the cycle before this one ended: a released lock means it cleaned up after itself
+    previous = 'released' if info.get('released') else ('interrupted' if info else 'none')
     fd = _open(path)
     try:
         if not _try_lock(fd) and not _take_over(fd, path):
             raise _held_error(path, _subject(options))
         if check_mode:
-            return dict(changed=True, path=path, token=None, owner=options.owner)
+            return dict(changed=True, path=path, token=None, owner=options.owner, previous=previous)
         watch_pid, born, argv = watch or cycle_process()
         deadline = 0.0 if watch_pid else time.time() + max(0, options.max_hold)
         info = {
@@ -244,7 +256,7 @@ def lock(options, check_mode=False, now=None, watch=None):
                                  subject=_subject(options))
         info['holder_pid'] = holder.pid
         _write_holder(fd, info)
-        return dict(changed=True, path=path, **info)
+        return dict(changed=True, path=path, previous=previous, **info)
     finally:
         os.close(fd)  # the holder keeps the lock through its own copy of the descriptor
 
@@ -264,6 +276,7 @@ def unlock(options, check_mode=False, timeout=10.0):
         return result
     if check_mode or not running:
         return result
+    _mark_released(path, info)
     os.kill(holder, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while process_alive(holder) and time.monotonic() < deadline:

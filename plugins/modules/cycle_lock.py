@@ -112,6 +112,14 @@ started:
   description: When the lock was taken (UTC).
   returned: with state=locked, outside check mode
   type: str
+previous:
+  description:
+    - How the cycle before this one ended, from the lock file. V(released) when it released the lock (it cleaned
+      up after itself), V(interrupted) when it did not (killed, or its appliance rebooted), V(none) for the
+      first cycle, V(held) when this token holds the lock already.
+  returned: with state=locked
+  type: str
+  sample: released
 owner:
   description: The O(owner) of the cycle holding the lock.
   returned: with state=locked

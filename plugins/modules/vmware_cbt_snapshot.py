@@ -108,6 +108,16 @@ options:
       - Keep the snapshot this task created when a later step fails (for debugging). By default it is removed.
     type: bool
     default: false
+  commit_unchanged:
+    description:
+      - For each disk with an incremental decision and no changed area, commit the snapshot's changeId in
+        O(state_file) right away (nothing changed since the committed changeId, so the target already holds the
+        snapshot's data) and report RV(disks[].copy_needed=false).
+      - When no disk has anything to copy, also remove the snapshot and this run's extents files, so that an
+        idle cycle needs no NBD server, no copy and no cleanup (RV(snapshot.removed=true)).
+      - Never in check mode.
+    type: bool
+    default: false
 notes:
   - SOAP round trips per VM stay a small constant plus the C(QueryChangedDiskAreas) pages of each disk; VM and
     snapshot properties are read with the PropertyCollector.
@@ -219,9 +229,11 @@ snapshot:
       type: bool
       sample: false
     removed:
-      description: With O(state=absent), true when the snapshot was (or in check mode would be) removed.
+      description:
+        - With O(state=absent), true when the snapshot was (or in check mode would be) removed.
+        - With O(commit_unchanged), true when no disk had anything to copy and the snapshot was removed already.
       type: bool
-      returned: when O(state=absent) and the snapshot existed
+      returned: when O(state=absent) and the snapshot existed, or it was removed with O(commit_unchanged)
       sample: true
 disks:
   description: One entry per tracked disk, sorted by device key (empty with O(state=absent)).
@@ -296,6 +308,15 @@ disks:
       description: Bytes to copy (null in check mode).
       type: int
       sample: 786432
+    copy_needed:
+      description: Whether the disk has anything to copy (a full copy, or changed areas; true when not known yet).
+      type: bool
+      sample: true
+    committed_change_id:
+      description:
+        - With O(commit_unchanged), the changeId committed for a disk with nothing to copy; null otherwise.
+      type: str
+      sample: "52 3c 5f 1a .../8"
 skipped_disks:
   description: Disks CBT cannot track (physical RDM, independent), with the reason; also reported as warnings.
   returned: always

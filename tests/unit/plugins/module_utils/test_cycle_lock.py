@@ -67,8 +67,9 @@ def test_the_token_releases_the_lock_and_another_token_leaves_it_alone(tmp_path,
     assert released['changed'] is True and not cycle_lock.process_alive(first['holder_pid'])
     assert cycle_lock.unlock(options(path, state='unlocked', token=first['token']))['changed'] is False
     second = cycle_lock.lock(options(path), watch=cycle[1])
-    assert second['changed'] and second['token'] != first['token']
+    assert second['changed'] and second['token'] != first['token'] and second['previous'] == 'released'
     cycle_lock.unlock(options(path, state='unlocked', token=second['token']))
+    assert first['previous'] == 'none' and again['previous'] == 'held'
 
 
 def test_a_lock_whose_cycle_died_is_taken_over(tmp_path, cycle):
@@ -80,6 +81,7 @@ def test_a_lock_whose_cycle_died_is_taken_over(tmp_path, cycle):
         born = open('/proc/%d/stat' % other.pid).read().rsplit(')', 1)[1].split()[19]
         second = cycle_lock.lock(options(path), watch=(other.pid, born, ['ansible-playbook', 'again.yml']))
         assert second['changed'] and second['watch_argv'] == ['ansible-playbook', 'again.yml']
+        assert second['previous'] == 'interrupted', 'its cycle never released it: leftovers to clean up'
         assert not cycle_lock.process_alive(first['holder_pid'])
         cycle_lock.unlock(options(path, state='unlocked', token=second['token']))
         other.kill()
