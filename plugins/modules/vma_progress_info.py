@@ -69,8 +69,8 @@ found:
   sample: true
 finished:
   description:
-    - Whether the VMA's poller would see the job as ended: RV(progress.status) is V(completed) or
-      V(failed), or RV(progress.phase) is V(completed) (compared case-sensitively, as the poller does).
+    - Whether the VMA's poller would see the job as ended, that is RV(progress.status) is V(completed)
+      or V(failed), or RV(progress.phase) is V(completed) (compared case-sensitively, as the poller does).
     - False when RV(found=false).
   returned: always
   type: bool

@@ -160,10 +160,9 @@ def decode_update(raw):
 
 def _new_job(job_id, ts):
     # InitializeJobWithNBDExport: Discover/Queued, no sync type yet.
+    aggregate = {"total_bytes": 0, "bytes_transferred": 0, "throughput_bps": 0, "percent": 0.0}
     return {"job_id": job_id, "stage": "Discover", "status": "Queued", "started_at": ts, "updated_at": ts,
-            "cbt_type": "", "aggregate": {"total_bytes": 0, "bytes_transferred": 0, "throughput_bps": 0,
-                                           "percent": 0.0},
-            "disks": []}
+            "cbt_type": "", "aggregate": aggregate, "disks": []}
 
 
 def apply_update(job, update, ts):
