@@ -49,6 +49,11 @@ from ansible_collections.migratekit.migration.plugins.module_utils._vma.wire imp
     MAX_JOB_ID_LENGTH,
     MAX_MESSAGE_LENGTH,
     STAGES,
+    STATUS_ALIASES,
+    STATUS_ALIASES_REMOVED_IN,
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    STATUS_IN_PROGRESS,
     STATUSES,
     SYNC_TYPES,
     USER_AGENT,
@@ -72,6 +77,7 @@ from ansible_collections.migratekit.migration.plugins.module_utils._vma.wire imp
     validate_percent,
     validate_token,
     validate_vma_url,
+    wire_status,
 )
 
 # The names other code uses from here, the parts in _vma included.
@@ -80,13 +86,16 @@ __all__ = [
     'DEFAULT_TIMEOUT', 'FINAL_ATTEMPTS', 'FINAL_RETRY_DELAY', 'HAS_REQUESTS', 'JOB_ID_ENV', 'LIBRARIES',
     'MAX_BACKOFF', 'MAX_JOB_ID_LENGTH', 'MAX_MESSAGE_LENGTH', 'PROGRESS_INFO_SPEC', 'PROGRESS_SPEC',
     'REPORTING_SPEC', 'REQUESTS_IMPORT_ERROR', 'RETRY_STATUS_CODES', 'SLOW_AFTER', 'STAGES', 'STATUSES',
+    'STATUS_ALIASES', 'STATUS_ALIASES_REMOVED_IN', 'STATUS_COMPLETED', 'STATUS_FAILED', 'STATUS_IN_PROGRESS',
     'SYNC_TYPES', 'UNHEALTHY_GRACE', 'USER_AGENT', 'ProgressReporter', 'VmaClient', 'VmaError', 'VmaHTTPError',
     'VmaNotFoundError', 'VmaRequestError', 'VmaResponseError', 'VmaUnreachableError', 'VmaValidationError',
     'build_update', 'compute_percent', 'describe_exception', 'error_message', 'normalize_disk_id',
-    'post_progress', 'progress_url', 'read_progress', 'redact_url', 'resolve_job_id', 'update_url',
-    'validate_choice', 'validate_count', 'validate_job_id', 'validate_percent', 'validate_token',
-    'validate_vma_url',
+    'job_finished', 'post_progress', 'progress_url', 'read_progress', 'redact_url', 'resolve_job_id',
+    'update_url', 'validate_choice', 'validate_count', 'validate_job_id', 'validate_percent', 'validate_token',
+    'validate_vma_url', 'wire_status',
 ]
+
+COLLECTION = 'migratekit.migration'
 
 # What a module talking to the VMA needs besides Ansible.
 LIBRARIES = (('requests', REQUESTS_IMPORT_ERROR),)
@@ -95,7 +104,7 @@ LIBRARIES = (('requests', REQUESTS_IMPORT_ERROR),)
 # The options of the vma_progress module.
 PROGRESS_SPEC = PROGRESS_INFO_SPEC.merge(ArgumentSpec(dict(
     stage=dict(type='str', required=True, choices=list(STAGES)),
-    status=dict(type='str', required=True, choices=list(STATUSES)),
+    status=dict(type='str', required=True, choices=list(STATUSES) + sorted(STATUS_ALIASES)),
     disk_id=dict(type='str'),
     bytes_transferred=dict(type='int'),
     total_bytes=dict(type='int'),
@@ -122,13 +131,30 @@ def error_message(operation, exc, job_id=None):
     return str(located(operation, exc, job_id))
 
 
+def _status_notices(options):
+    """Deprecations and warnings about ``status`` and ``msg`` (nothing of it fails the task)."""
+    deprecations, warnings = [], []
+    if options.status in STATUS_ALIASES:
+        deprecations.append(dict(
+            msg='status=%s is deprecated: use status=%s, the value the VMA expects (the update is sent with %s)'
+                % (options.status, STATUS_ALIASES[options.status], STATUS_ALIASES[options.status]),
+            version=STATUS_ALIASES_REMOVED_IN, collection_name=COLLECTION))
+    if options.msg is not None and options.status in STATUSES + tuple(STATUS_ALIASES) \
+            and wire_status(options.status) != STATUS_FAILED:
+        warnings.append('msg is not sent: the VMA takes a message only as the error_message of an update with '
+                        'status=failed')
+    return deprecations, warnings
+
+
 def post_progress(options, check_mode=False, client_factory=None):
     """What ``migratekit.migration.vma_progress`` does (:data:`PROGRESS_SPEC`); returns its result dict.
 
     Bad input raises VmaValidationError. A VMA that cannot be reached or
     answers an error raises VmaRequestError when ``options.required``, and
     otherwise gives a result with ``posted=False``, ``error`` and a warning
-    (in ``result['warnings']``).
+    (in ``result['warnings']``). A deprecated status name (``Running``...)
+    is sent as its wire value, with a notice in ``result['deprecations']``
+    (which AnsibleModule shows as a deprecation warning).
     """
     operation = 'post a progress update to the VMA'
     job_id = options.job_id
@@ -141,7 +167,10 @@ def post_progress(options, check_mode=False, client_factory=None):
                             message=options.msg)
     except VmaError as exc:
         raise located(operation, exc, job_id)
-    result = dict(changed=False, posted=False, url=url, update=body, job_id=job_id, warnings=[])
+    deprecations, warnings = _status_notices(options)
+    result = dict(changed=False, posted=False, url=url, update=body, job_id=job_id, warnings=warnings)
+    if deprecations:
+        result['deprecations'] = deprecations
     if check_mode:
         result['changed'] = True
         return result
@@ -161,9 +190,21 @@ def post_progress(options, check_mode=False, client_factory=None):
     return result
 
 
+def job_finished(progress):
+    """Whether the appliance's poller would stop at this answer: phase ``completed``, status ``completed``/``failed``.
+
+    Case-sensitive, as the seed's poller (oma/services/vma_progress_poller.go) compares them.
+    """
+    if not isinstance(progress, dict):
+        return False
+    return progress.get('phase') == STATUS_COMPLETED or progress.get('status') in (STATUS_COMPLETED, STATUS_FAILED)
+
+
 def read_progress(options, check_mode=False, client_factory=None):  # pylint: disable=unused-argument
     """What ``migratekit.migration.vma_progress_info`` does (:data:`PROGRESS_INFO_SPEC`); returns its result.
 
+    ``progress`` is the VMA's answer as it is; ``finished`` whether the
+    appliance's poller would see the job as ended (:func:`job_finished`).
     An unknown job gives ``found=False``; other failures raise VmaRequestError.
     Reading changes nothing, so check mode reads too.
     """
@@ -182,4 +223,5 @@ def read_progress(options, check_mode=False, client_factory=None):  # pylint: di
         progress, found = {}, False
     finally:
         client.close()
-    return dict(changed=False, found=found, progress=progress, url=url, job_id=job_id)
+    return dict(changed=False, found=found, finished=job_finished(progress), progress=progress, url=url,
+                job_id=job_id)

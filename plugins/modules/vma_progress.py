@@ -11,12 +11,20 @@ module: vma_progress
 short_description: Post a migration progress update to the migration appliance (VMA)
 description:
   - Posts one progress update (stage, status, byte counts, percent, throughput) for a job to the
-    VMA's progress API (C(POST {vma_url}/api/v1/progress/{job_id}/update)).
+    VMA's progress API (C(POST {vma_url}/api/v1/progress/{job_id}/update)), in the body the VMA's
+    own MigrateKit client sends.
   - The VMA creates the job on its first update.
+  - With O(disk_id), the VMA keeps that disk's numbers (it adds the disk on first sight, taking
+    O(total_bytes) as its planned bytes) and recomputes the job's totals from its disks. Without
+    O(disk_id), the update sets the job's totals directly (byte counts of V(0) leave them as they are).
+  - The VMA's poller ends a job on the first O(status=completed) or O(status=failed) it sees,
+    whatever the disk. Send V(completed) once, for the whole VM (without O(disk_id)), when the
+    job is done.
   - Reporting is best effort by default; a VMA that cannot be reached or answers an error gives a
     warning, not a failure, unless O(required=true).
-  - The copy module reports progress during a copy by itself; this module is for the transitions
-    around it (Discover, Complete, Failed).
+  - The copy module reports progress during a copy by itself, per disk; this module is for the
+    updates about the whole VM around it (V(Discover), then V(Complete) with O(status=completed),
+    or O(status=failed)).
 author:
   - migratekit.migration contributors (@migratekit)
 extends_documentation_fragment:
@@ -37,21 +45,26 @@ attributes:
 options:
   stage:
     description:
-      - Stage of the migration the update is about.
+      - Stage of the migration the update is about, in the order V(Discover), V(Creating Snapshot),
+        V(Transfer), V(Complete). The VMA shows it as the job's phase.
     type: str
     required: true
-    choices: [Discover, Transfer, Complete]
+    choices: [Discover, Creating Snapshot, Transfer, Complete]
   status:
     description:
-      - Status within the stage.
+      - Status of the job, sent as given. The VMA's poller sees a job as ended only on V(completed)
+        or V(failed).
+      - V(Queued) and V(Running) (sent as V(in_progress)), V(Completed) (sent as V(completed)) and
+        V(Failed) (sent as V(failed)) are deprecated and will be removed in version 1.0.0 of the
+        collection; they give a deprecation warning.
     type: str
     required: true
-    choices: [Queued, Running, Completed, Failed]
+    choices: [in_progress, completed, failed, Completed, Failed, Queued, Running]
   disk_id:
     description:
       - The disk the update is about, for example V(disk-2000) (the vSphere device key).
       - A bare device key such as V(2000) is sent as V(disk-2000).
-      - Omit it for an update about the whole job.
+      - Omit it for an update about the whole job (the VM); give it for a disk's copy progress.
     type: str
   bytes_transferred:
     description:
@@ -60,6 +73,7 @@ options:
   total_bytes:
     description:
       - Bytes to copy in total. A non-negative integer.
+      - With O(disk_id), the disk's planned bytes; without, the whole job's.
     type: int
   percent:
     description:
@@ -78,9 +92,11 @@ options:
     choices: [full, incremental]
   msg:
     description:
-      - A human readable message, typically the reason of a failure (O(status=Failed)).
-      - Sent as the update's C(message) field (Ansible reserves the option name C(message)).
-      - Cut to 1024 characters.
+      - The reason of a failure, with O(status=failed).
+      - Sent as the update's C(error_message) field (Ansible reserves the option name C(message)),
+        cut to 1024 characters.
+      - The VMA has no field for a message on other updates; with another status it is not sent
+        and the task warns about it.
     type: str
   required:
     description:
@@ -101,24 +117,24 @@ EXAMPLES = r'''
     job_id: "{{ migration_job_id }}"
     token: "{{ vma_token }}"
     stage: Discover
-    status: Running
+    status: in_progress
 
-- name: Report the end of a disk's incremental sync (job id from MIGRATEKIT_PROGRESS_JOB_ID)
+- name: Report the end of a VM's incremental sync (job id from MIGRATEKIT_PROGRESS_JOB_ID)
   migratekit.migration.vma_progress:
     vma_url: "{{ vma_url }}"
     stage: Complete
-    status: Completed
-    disk_id: disk-2000
+    status: completed
     sync_type: incremental
-    bytes_transferred: 131072
-    total_bytes: 131072
+    bytes_transferred: 262144
+    total_bytes: 262144
+    percent: 100
 
 - name: Report a failure, and fail if the VMA does not get it
   migratekit.migration.vma_progress:
     vma_url: "{{ vma_url }}"
     job_id: "{{ migration_job_id }}"
     stage: Transfer
-    status: Failed
+    status: failed
     msg: "{{ ansible_failed_result.msg | default('copy failed') }}"
     required: true
 '''
@@ -145,14 +161,13 @@ update:
   type: dict
   sample:
     stage: Complete
-    status: Completed
-    disk_id: disk-2000
+    status: completed
     sync_type: incremental
-    bytes_transferred: 131072
-    total_bytes: 131072
+    bytes_transferred: 262144
+    total_bytes: 262144
     percent: 100.0
 response:
-  description: The VMA's JSON answer.
+  description: The VMA's JSON answer (the first update of a job also says C(auto_initialized=true)).
   returned: when posted
   type: dict
   sample:

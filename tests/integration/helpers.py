@@ -12,7 +12,7 @@ are in tests/integration/conftest.py.
 - nbdkit servers owned by the test process: :class:`NbdkitProcess`.
 - Disk images: :func:`write_image`, :func:`patterned_chunks`, :func:`garbage`,
   :func:`compare`, :func:`digest`.
-- The lab's VMA receiver: :func:`received`.
+- The lab's VMA receiver: :func:`received`; what the appliance's poller makes of a job: :func:`oma_poll`.
 """
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -223,3 +223,30 @@ def received(receiver, status_code=None):
     with receiver.state.lock:
         updates = list(receiver.state.updates)
     return [u for u in updates if status_code is None or u['status_code'] == status_code]
+
+
+# What the seed's OMA poller makes of one GET answer of the appliance
+# (DRDAVIDBANNER/sendense 8b7d59b, source/current/oma/services/): the status it
+# records from the phase (vma_progress_client.go MapVMAPhaseToStatus), then
+# updateJobWithVMAData (vma_progress_poller.go:337-390) and the rule that stops
+# polling (vma_progress_poller.go:278). Its comparisons are case-sensitive.
+OMA_PHASE_STATUS = {'Initializing': 'initializing', 'Snapshot Creation': 'snapshotting',
+                    'Copying Data': 'replicating', 'Cleanup': 'finalizing', 'Completed': 'completed',
+                    'Error': 'failed'}
+
+
+def oma_poll(answer):
+    """The OMA's record of a job from ``answer`` (the VMA's GET body): status, percent, bytes, error, finished."""
+    phase, status, errors = answer.get('phase'), answer.get('status'), answer.get('errors') or []
+    record = {'status': OMA_PHASE_STATUS.get(phase, 'replicating'), 'progress_percent': answer.get('percentage'),
+              'current_operation': answer.get('current_operation'),
+              'bytes_transferred': answer.get('bytes_transferred'), 'total_bytes': answer.get('total_bytes'),
+              'vma_sync_type': answer.get('sync_type'), 'error_message': None,
+              'finished': phase == 'completed' or status in ('completed', 'failed')}
+    if status == 'completed' or phase == 'completed':
+        record.update(status='completed', progress_percent=100.0, current_operation='Completed')
+    if errors or status == 'failed':
+        record['error_message'] = json.dumps(errors, separators=(',', ':')) if errors else 'Job failed'
+        if status == 'failed':
+            record.update(status='failed', current_operation='Failed')
+    return record

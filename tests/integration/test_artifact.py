@@ -86,7 +86,7 @@ def test_every_module_runs_from_the_installed_artifact(tmp_path, lab):
                 vma_url: http://127.0.0.1:9
                 job_id: artifact
                 stage: Discover
-                status: Running
+                status: in_progress
               check_mode: true
             - name: Plan a CBT snapshot of the lab VM (check mode)
               migratekit.migration.vmware_cbt_snapshot:

@@ -47,7 +47,7 @@ def copy_with_progress(source_uri, target_uri, vma_url, job_id):
                               progress_factory=nbd_copy.progress_factory(vma.ProgressReporter, params))
 
 
-def test_updates_arrive_every_two_seconds_with_monotonic_bytes_and_a_final_completed(disk, vma_receivers):
+def test_updates_arrive_every_two_seconds_with_monotonic_bytes_and_a_final_100_percent(disk, vma_receivers):
     source, servers = disk
     receiver = vma_receivers()
     src, dst, target = servers('ok')
@@ -60,19 +60,29 @@ def test_updates_arrive_every_two_seconds_with_monotonic_bytes_and_a_final_compl
     bodies = [u['body'] for u in updates]
     assert all(u['status_code'] == 200 for u in updates)
     assert all(b['disk_id'] == 'disk-2000' and b['sync_type'] == 'full' for b in bodies)
-    assert bodies[0]['status'] == 'Running' and bodies[0]['bytes_transferred'] == 0
+    assert bodies[0]['status'] == 'in_progress' and bodies[0]['bytes_transferred'] == 0
     final = bodies[-1]
-    assert (final['stage'], final['status'], final['percent']) == ('Complete', 'Completed', 100)
+    # the disk is done at 100 %; ending the job is the VM-wide update's business
+    assert (final['stage'], final['status'], final['percent']) == ('Transfer', 'in_progress', 100)
     assert final['bytes_transferred'] == final['total_bytes'] == SIZE
+    assert all(b['stage'] == 'Transfer' and b['status'] == 'in_progress' for b in bodies)
     sent = [b['bytes_transferred'] for b in bodies]
     assert sent == sorted(sent), 'bytes_transferred went backwards: %s' % sent
     # The periodic updates in between: at least two for a ~5 s copy, each about 2 s after the previous.
-    running = [u for u in updates[1:-1] if u['body']['status'] == 'Running']
+    running = [u for u in updates[1:-1] if u['body']['status'] == 'in_progress']
     assert len(running) >= 2, bodies
     assert all(0 < u['body']['bytes_transferred'] < SIZE and u['body']['throughput_bps'] > 0 for u in running)
     times = [u['received_at'] for u in updates[:1] + running]
     gaps = [later - earlier for earlier, later in zip(times, times[1:])]
     assert all(1.5 <= gap <= 3.0 for gap in gaps), gaps
+    # what the appliance keeps: the disk's bytes, and the job's aggregate from them
+    job = vma.VmaClient(receiver.url).get_progress('job-ok')
+    disk_entry, = job['disk_progresses']
+    assert (disk_entry['disk_id'], disk_entry['bytes_transferred'], disk_entry['total_bytes'],
+            disk_entry['percent']) == ('disk-2000', SIZE, SIZE, 100.0)
+    assert disk_entry['throughput_mbps'] == final['throughput_bps'] / 1048576.0
+    assert job['bytes_transferred'] == job['total_bytes'] == SIZE and job['percentage'] == 100.0
+    assert job['sync_type'] == 'full' and job['status'] == 'in_progress'
 
 
 @pytest.mark.parametrize('mode', ['fail', 'stall'])

@@ -431,34 +431,44 @@ def test_targets_are_writable_nbd_exports(lab):
 # ---------------------------------------------------------------- VMA receiver
 
 def test_vma_receiver_api(lab):
+    """The lab's receiver answers as the seed's appliance (vma/api/progress_handler.go, vma/services/progress_service.go)."""
     url = lab.vma_url + '/api/v1/progress/'
     before = len(lab.vma_log())
-    ok = {'stage': 'Transfer', 'status': 'Running', 'disk_id': 'disk-2000', 'bytes_transferred': 10,
-          'total_bytes': 100, 'throughput_bps': 5, 'percent': 10, 'sync_type': 'full'}
+    ok = {'stage': 'Transfer', 'status': 'in_progress', 'disk_id': 'disk-2000', 'bytes_transferred': 10,
+          'total_bytes': 100, 'throughput_bps': 5, 'percent': 10, 'sync_type': 'full', 'error_message': 'ignored'}
     r = requests.post(url + 'job-a/update', json=ok, timeout=5)
-    assert r.status_code == 200 and r.json()['status'] == 'success' and r.json()['job_id'] == 'job-a'
+    assert r.status_code == 200 and r.json() == {'status': 'success', 'job_id': 'job-a', 'auto_initialized': True}
     r = requests.post(url + 'job-a/update', json=dict(ok, disk_id='disk-2001', bytes_transferred=30), timeout=5)
+    assert r.status_code == 200 and r.json() == {'status': 'success', 'job_id': 'job-a'}
+    # stage and status are stored as given: any string (the poller's business)
+    r = requests.post(url + 'job-a/update', json={'stage': 'Creating Snapshot', 'status': 'Whatever'}, timeout=5)
     assert r.status_code == 200
-    for bad in (dict(ok, stage='Copy'), dict(ok, status='Done'), dict(ok, percent='x'), ['x']):
+    for bad in (dict(ok, percent='x'), dict(ok, bytes_transferred=1.5), dict(ok, stage=3), ['x']):
         r = requests.post(url + 'job-a/update', json=bad, timeout=5)
-        assert r.status_code == 400 and set(r.json()) == {'error', 'details'}
+        assert r.status_code == 400 and r.headers['Content-Type'].startswith('text/plain'), r.text
+        assert r.text.startswith('invalid request body: json: cannot unmarshal'), r.text
     r = requests.post(url + 'job-a/update', data='{not json', timeout=5)
-    assert r.status_code == 400
+    assert r.status_code == 400 and r.text.startswith('invalid request body: ')
+    r = requests.post(url + 'job-a/update', json={'stage': 'Transfer', 'status': 'in_progress'}, timeout=5)
+    assert r.status_code == 200
     job = requests.get(url + 'job-a', timeout=5).json()
-    assert job['stage'] == 'Transfer' and job['status'] == 'Running'
-    assert set(job['disks']) == {'disk-2000', 'disk-2001'}
-    assert job['disks']['disk-2001']['bytes_transferred'] == 30
+    assert (job['phase'], job['status'], job['sync_type']) == ('Transfer', 'in_progress', 'full')
+    disks = dict((d['disk_id'], d) for d in job['disk_progresses'])
+    assert sorted(disks) == ['disk-2000', 'disk-2001']
+    assert disks['disk-2001']['bytes_transferred'] == 30 and disks['disk-2001']['total_bytes'] == 100
+    assert (job['bytes_transferred'], job['total_bytes'], job['percentage']) == (40, 200, 20.0)
+    assert job['errors'] == [] and job['last_error'] is None
     r = requests.get(url + 'never-seen', timeout=5)
-    assert r.status_code == 404 and set(r.json()) == {'error', 'details'}
+    assert r.status_code == 404 and r.text == 'job not found\n'
     log = lab.vma_log()[before:]
-    assert [e['status_code'] for e in log] == [200, 200, 400, 400, 400, 400, 400]
+    assert [e['status_code'] for e in log] == [200, 200, 200, 400, 400, 400, 400, 400, 200]
     assert all(e['job_id'] == 'job-a' and e['received_at'] > 0 for e in log)
     assert log[0]['body'] == ok
 
 
 def test_vma_receiver_modes(lab):
     url = lab.vma_url + '/api/v1/progress/job-m/update'
-    body = {'stage': 'Transfer', 'status': 'Running'}
+    body = {'stage': 'Transfer', 'status': 'in_progress'}
     try:
         lab.vma_mode('fail')
         assert requests.post(url, json=body, timeout=5).status_code == 500
@@ -497,7 +507,7 @@ def test_vma_receiver_bearer_token(lab_factory):
     tok = 't0ken-%d' % os.getpid()
     lab = lab_factory(vms=1, disks=1, disk_size=MiB, vma_token=tok)
     url = lab.vma_url + '/api/v1/progress/job-t/update'
-    body = {'stage': 'Discover', 'status': 'Queued'}
+    body = {'stage': 'Discover', 'status': 'in_progress'}
     assert requests.post(url, json=body, timeout=5).status_code == 401
     assert requests.post(url, json=body, headers={'Authorization': 'Bearer nope'}, timeout=5).status_code == 401
     assert requests.post(url, json=body, headers={'Authorization': 'Bearer ' + tok}, timeout=5).status_code == 200

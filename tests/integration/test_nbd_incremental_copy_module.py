@@ -95,13 +95,14 @@ def test_check_mode_apply_and_repeat_with_nothing_to_copy(disk, vma):
     assert applied['committed_change_id'] == '52 de/3' and applied['state_updated'] is True
     assert sync_state.load(disk['state'])['disks']['2000']['change_id'] == '52 de/3'
     assert 'sekrit-token' not in run.output
-    # progress went to the VMA: start at 0 %, final Completed at 100 %, with the token
+    # progress went to the VMA: start at 0 %, final at 100 % (the disk never ends the job), with the token
     assert vma.updates, 'no progress update reached the VMA'
     paths = set(path for path, _auth, _body in vma.updates)
     assert paths == {'/api/v1/progress/job-7/update'}
     assert all(auth == 'Bearer sekrit-token' for _path, auth, _body in vma.updates)
     final = vma.updates[-1][2]
-    assert final['status'] == 'Completed' and final['disk_id'] == 'disk-2000' and final['sync_type'] == 'full'
+    assert final['status'] == 'in_progress' and final['percent'] == 100.0
+    assert final['disk_id'] == 'disk-2000' and final['sync_type'] == 'full'
     assert final['bytes_transferred'] == SIZE and final['total_bytes'] == SIZE
 
     repeat = dict(args, extents=[], sync_type='incremental')

@@ -278,7 +278,7 @@ def test_full_sync(env):
     for vm in VMS:
         stages = [(u['body']['stage'], u['body']['status']) for u in log if u['job_id'] == vm
                   and 'disk_id' not in u['body']]
-        assert stages[0] == ('Discover', 'Running') and stages[-1] == ('Complete', 'Completed'), stages
+        assert stages[0] == ('Discover', 'in_progress') and stages[-1] == ('Complete', 'completed'), stages
 
 
 def test_incremental_copies_only_what_changed(env):
@@ -377,9 +377,9 @@ def test_broken_target_fails_alone(env):
     assert env.state('VM3')['disks']['2001']['change_id'] == before
     assert env.target_equals_source('VM3', 2000)
     assert not env.target_equals_source('VM3', 2001)
-    failed = [u for u in env.lab.vma_log() if u['job_id'] == 'VM3' and u['body'].get('status') == 'Failed'
+    failed = [u for u in env.lab.vma_log() if u['job_id'] == 'VM3' and u['body'].get('status') == 'failed'
               and 'disk_id' not in u['body']]
-    assert failed and 'gone.sock' in failed[-1]['body'].get('message', ''), failed
+    assert failed and 'gone.sock' in failed[-1]['body'].get('error_message', ''), failed
     env.assert_clean()
     # the next run just works: VM3's disk 2001 catches up incrementally
     run = env.playbook('incremental_sync.yml', limit='VM3')

@@ -76,13 +76,14 @@ def test_updates_arrive_about_every_interval_with_final_100_percent(receiver):
     bodies = [u['body'] for u in updates]
     assert all(b['disk_id'] == 'disk-2000' and b['sync_type'] == 'full' and b['total_bytes'] == total
                for b in bodies)
-    assert bodies[0]['stage'] == 'Transfer' and bodies[0]['status'] == 'Running' and bodies[0]['percent'] == 0
+    assert bodies[0]['stage'] == 'Transfer' and bodies[0]['status'] == 'in_progress' and bodies[0]['percent'] == 0
     final = bodies[-1]
-    assert final['stage'] == 'Complete' and final['status'] == 'Completed'
+    # the disk is done; the job is not ended by a disk (the VM-wide update ends it)
+    assert final['stage'] == 'Transfer' and final['status'] == 'in_progress'
     assert final['percent'] == 100.0 and final['bytes_transferred'] == total
     done = [b['bytes_transferred'] for b in bodies]
     assert done == sorted(done), 'bytes_transferred must be monotonic'
-    assert all(b['status'] == 'Running' for b in bodies[:-1])
+    assert all(b['status'] == 'in_progress' and b['stage'] == 'Transfer' for b in bodies)
     # cadence: start, then one update per interval while copying, then the final one right away
     stamps = [u['received_at'] for u in updates[:-1]]
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
@@ -93,35 +94,51 @@ def test_updates_arrive_about_every_interval_with_final_100_percent(receiver):
     # throughput counts moved bytes only (half of them here), over the elapsed time
     assert 0 < final['throughput_bps'] < total / 2.0 / 1.5
     job = vma.VmaClient(receiver.url).get_progress('job-ok')
-    assert job['status'] == 'Completed' and job['disks']['disk-2000']['percent'] == 100.0
+    assert job['status'] == 'in_progress' and not vma.job_finished(job)
+    disk, = job['disk_progresses']
+    assert disk['disk_id'] == 'disk-2000' and disk['percent'] == 100.0
+    assert disk['bytes_transferred'] == disk['total_bytes'] == job['bytes_transferred'] == job['total_bytes'] == total
+    assert job['sync_type'] == 'full' and job['phase'] == 'Transfer'
 
 
-def test_failed_copy_reports_failed_with_message(receiver):
+def test_failed_copy_reports_failed_with_error_message(receiver):
     reporter = vma.ProgressReporter(receiver.url, 'job-bad', 'disk-2001', 'incremental', 1000, interval=INTERVAL)
     reporter.start()
     reporter.update(400, 100)
     reporter.finish(ok=False, message='write to target failed at offset 8192')
     final = received(receiver)[-1]['body']
-    assert final['stage'] == 'Transfer' and final['status'] == 'Failed'
-    assert final['percent'] == 40.0 and final['message'] == 'write to target failed at offset 8192'
+    assert final['stage'] == 'Transfer' and final['status'] == 'failed' and final['disk_id'] == 'disk-2001'
+    assert final['percent'] == 40.0 and final['error_message'] == 'write to target failed at offset 8192'
     assert reporter.warnings == []
+    job = vma.VmaClient(receiver.url).get_progress('job-bad')
+    assert job['status'] == 'failed' and vma.job_finished(job)
+    assert job['disk_progresses'][0]['bytes_transferred'] == 400 and job['percentage'] == 40.0
 
 
 def test_parallel_disks_report_independently(receiver):
-    reporters = [vma.ProgressReporter(receiver.url, 'job-multi', key, 'full', 10 ** 6, interval=INTERVAL)
-                 for key in (2000, 2001, 2002)]
-    for r in reporters:
+    sizes = {2000: 10 ** 6, 2001: 3 * 10 ** 6, 2002: 0}
+    reporters = dict((key, vma.ProgressReporter(receiver.url, 'job-multi', key, 'full', size, interval=INTERVAL))
+                     for key, size in sizes.items())
+    for r in reporters.values():
         r.start()
+    client = vma.VmaClient(receiver.url)
     for step in range(1, 11):
-        for r in reporters:
-            r.update(step * 10 ** 5)
+        for key, r in reporters.items():
+            r.update(step * sizes[key] // 10)
         time.sleep(0.03)
-    for r in reporters:
+        if step == 5:
+            reporters.pop(2000).finish()  # one disk done while the others still copy
+            job = client.get_progress('job-multi')
+            assert job['status'] == 'in_progress' and not vma.job_finished(job), job
+    for r in reporters.values():
         r.finish()
-    job = vma.VmaClient(receiver.url).get_progress('job-multi')
-    assert sorted(job['disks']) == ['disk-2000', 'disk-2001', 'disk-2002']
-    assert all(d['status'] == 'Completed' for d in job['disks'].values())
-    assert job['bytes_transferred'] == 3 * 10 ** 6
+    job = client.get_progress('job-multi')
+    disks = dict((d['disk_id'], d) for d in job['disk_progresses'])
+    assert sorted(disks) == ['disk-2000', 'disk-2001', 'disk-2002']
+    for key, size in sizes.items():
+        assert disks['disk-%d' % key]['bytes_transferred'] == disks['disk-%d' % key]['total_bytes'] == size
+    assert job['bytes_transferred'] == job['total_bytes'] == sum(sizes.values())
+    assert job['percentage'] == 100.0 and job['status'] == 'in_progress'
 
 
 # ---------------------------------------------------------------- receiver failing, stalled, gone
@@ -182,7 +199,7 @@ def test_vma_recovering_mid_copy_gets_the_final_state(receiver):
     time.sleep(INTERVAL * 1.5)
     reporter.finish()
     ok = received(receiver, 200)
-    assert ok and ok[-1]['body']['status'] == 'Completed'
+    assert ok and ok[-1]['body']['percent'] == 100.0 and ok[-1]['body']['bytes_transferred'] == 1000
     warnings = reporter.warnings
     assert len(warnings) == 1 and 'updates failed' in warnings[0] and 'HTTP 500' in warnings[0]
 
@@ -191,19 +208,20 @@ def test_vma_recovering_mid_copy_gets_the_final_state(receiver):
 
 def test_client_posts_and_reads_with_a_quoted_job_id(receiver):
     client = vma.VmaClient(receiver.url + '/')
-    answer = client.post_update('vm 1/disk?x', 'Discover', 'Running', sync_type='incremental')
-    assert answer['status'] == 'success'
+    answer = client.post_update('vm 1/disk?x', 'Discover', 'in_progress', sync_type='incremental')
+    assert answer == {'status': 'success', 'job_id': 'vm 1/disk?x', 'auto_initialized': True}
     entry, = received(receiver)
     assert entry['job_id'] == 'vm%201%2Fdisk%3Fx'  # one raw path segment: quoted, not concatenated
-    assert entry['body'] == {'stage': 'Discover', 'status': 'Running', 'sync_type': 'incremental'}
+    assert entry['body'] == {'stage': 'Discover', 'status': 'in_progress', 'sync_type': 'incremental'}
     job = client.get_progress('vm 1/disk?x')
-    assert job['stage'] == 'Discover' and job['status'] == 'Running'
+    assert job['phase'] == 'Discover' and job['status'] == 'in_progress' and job['sync_type'] == 'incremental'
+    assert client.post_update('vm 1/disk?x', 'Discover', 'in_progress') == {'status': 'success', 'job_id': 'vm 1/disk?x'}
 
 
 def test_client_unknown_job_is_not_found(receiver):
     with pytest.raises(vma.VmaNotFoundError) as info:
         vma.VmaClient(receiver.url).get_progress('never-seen')
-    assert info.value.status_code == 404 and 'job_not_found' in str(info.value)
+    assert info.value.status_code == 404 and str(info.value).endswith(': HTTP 404: job not found')
 
 
 def test_client_retries_are_bounded(receiver):
@@ -211,7 +229,7 @@ def test_client_retries_are_bounded(receiver):
     client = vma.VmaClient(receiver.url, retries=2, backoff=0.05)
     began = time.monotonic()
     with pytest.raises(vma.VmaHTTPError) as info:
-        client.post_update('job-r', 'Transfer', 'Running', bytes_transferred=1)
+        client.post_update('job-r', 'Transfer', 'in_progress', bytes_transferred=1)
     assert time.monotonic() - began < 2
     assert len(received(receiver)) == 3
     assert info.value.status_code == 500
@@ -223,16 +241,16 @@ def test_client_read_timeout(receiver):
     client = vma.VmaClient(receiver.url, timeout=(1.0, 0.3), retries=0)
     began = time.monotonic()
     with pytest.raises(vma.VmaUnreachableError) as info:
-        client.post_update('job-t', 'Transfer', 'Running')
+        client.post_update('job-t', 'Transfer', 'in_progress')
     assert time.monotonic() - began < 1.5
     assert info.value.reason == 'no answer in time (read timeout)'
 
 
 def test_client_bearer_token(token_receiver):
-    vma.VmaClient(token_receiver.url, token=TOKEN).post_update('job-auth', 'Discover', 'Running')
+    vma.VmaClient(token_receiver.url, token=TOKEN).post_update('job-auth', 'Discover', 'in_progress')
     assert received(token_receiver)[-1]['authorized'] is True
     with pytest.raises(vma.VmaHTTPError) as info:
-        vma.VmaClient(token_receiver.url, token='wrong-' + TOKEN).post_update('job-auth', 'Discover', 'Running')
+        vma.VmaClient(token_receiver.url, token='wrong-' + TOKEN).post_update('job-auth', 'Discover', 'in_progress')
     assert info.value.status_code == 401 and TOKEN not in str(info.value)
 
 

@@ -1,21 +1,44 @@
 """A stand-in for the migration appliance (VMA) progress API, for the lab.
 
-API (see docs/ and DESIGN.md "The VMA progress API"):
-  POST /api/v1/progress/{job_id}/update   JSON body; 200 {"status": "success", "job_id": ...}
-                                           400/401 {"error": ..., "details": ...}
-  GET  /api/v1/progress/{job_id}          the aggregated job; 404 {"error", "details"} when unknown
+It behaves as the seed's appliance does (DRDAVIDBANNER/sendense at 8b7d59b,
+source/current/vma/api/progress_handler.go and
+source/current/vma/services/progress_service.go; see
+docs/vma-progress-api.md):
 
-Every update received (valid or not, whatever the mode) is appended to a
-JSON-lines log with its receive time, for assertions.
+  POST /api/v1/progress/{job_id}/update
+      The body is read as the appliance's Go decoder reads it into its
+      ProgressUpdate struct: stage, status, bytes_transferred, total_bytes,
+      throughput_bps, percent, disk_id, sync_type; keys matched
+      case-insensitively, unknown fields (error_message too: the appliance
+      has no field for it) ignored, a field of the wrong type or a body that
+      is not JSON answered 400 "invalid request body: ..." (plain text).
+      The job is created on its first update (answer 200 {"status":
+      "success", "auto_initialized": true, "job_id": ...}; later updates
+      {"status": "success", "job_id": ...}). Stage and status are stored as
+      given (non-empty ones). With disk_id, the disk is created on first
+      sight (its planned bytes are total_bytes), then bytes_transferred and
+      total_bytes are taken when > 0 and throughput_bps when >= 0, and the
+      job's aggregate is the sum over its disks; without disk_id the update
+      sets the aggregate directly (same rules, percent when > 0).
+  GET  /api/v1/progress/{job_id}
+      The job in the appliance's VMAProgressResponse shape: job_id, status,
+      sync_type, phase, percentage, current_operation, bytes_transferred,
+      total_bytes, throughput, timing, vm_info, phases, errors, last_error,
+      disk_progresses (absent until a disk was named). 404 "job not found".
+  Errors are plain-text bodies, as Go's http.Error writes them.
 
-Lab control (no auth, loopback only):
+Lab additions (not the appliance's): every update received (valid or not,
+whatever the mode) is appended to a JSON-lines log with its receive time and
+the body as sent, for assertions; an optional bearer token (401
+"unauthorized: ..."); and the control routes below (no auth, loopback only):
   GET  /_lab/mode                  {"mode": ..., "stall_seconds": ...}
   POST /_lab/mode                  {"mode": "ok"|"fail"|"stall", "stall_seconds": 30}
   GET  /_lab/updates               every logged update (JSON list)
   POST /_lab/reset                 forget jobs and truncate the log
-Modes: ok (normal), fail (updates answer 500), stall (every API request is
-held stall_seconds before being answered; other connections are served
-meanwhile). "Down" is stopping the process.
+Modes: ok (normal), fail (updates answer 500 "failed to update progress:
+..."), stall (every API request is held stall_seconds before being
+answered; other connections are served meanwhile). "Down" is stopping the
+process.
 
 Usage: vma_receiver.py --log FILE [--host 127.0.0.1] [--port 0]
                        [--ready-file FILE] [--watch-pid PID]
@@ -33,45 +56,214 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
-STAGES = ("Discover", "Transfer", "Complete")
-STATUSES = ("Queued", "Running", "Completed", "Failed")
-SYNC_TYPES = ("full", "incremental")
-NUMERIC = ("bytes_transferred", "total_bytes", "throughput_bps", "percent")
 MODES = ("ok", "fail", "stall")
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+INT64 = (-(1 << 63), (1 << 63) - 1)
 
 UPDATE_RE = re.compile(r"^/api/v1/progress/([^/]+)/update/?$")
 JOB_RE = re.compile(r"^/api/v1/progress/([^/]+)/?$")
+
+# The appliance's ProgressUpdate struct (progress_handler.go): JSON name -> Go type.
+UPDATE_FIELDS = (
+    ("stage", "progress.ReplicationStage"),
+    ("status", "progress.ReplicationStatus"),
+    ("bytes_transferred", "int64"),
+    ("total_bytes", "int64"),
+    ("throughput_bps", "int64"),
+    ("percent", "float64"),
+    ("disk_id", "string"),
+    ("sync_type", "string"),
+)
+# The appliance's own names (vma/progress): a new job is Discover/Queued, a
+# new disk "Streaming"; ETA and current_operation compare with these.
+STATUS_SUCCEEDED, STATUS_FAILED = "Succeeded", "Failed"
+OPERATIONS = {
+    "Discover": "Discovering VM", "EnableCBT": "Enabling CBT", "QueryCBT": "Querying CBT",
+    "Snapshot": "Creating Snapshot", "PrepareVolumes": "Preparing Volumes", "StartExports": "Starting Exports",
+    "Transfer": "Transferring Data", "Finalize": "Finalizing", "PersistChangeIDs": "Persisting Change IDs",
+}
 
 
 def _now_iso(ts):
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def validate_update(body):
-    """Return (error, details) for an invalid update body, or None."""
-    if not isinstance(body, dict):
-        return ("invalid_request", "the body must be a JSON object")
-    stage = body.get("stage")
-    if stage not in STAGES:
-        return ("invalid_stage", "stage must be one of %s, got %r" % (", ".join(STAGES), stage))
-    status = body.get("status")
-    if status not in STATUSES:
-        return ("invalid_status", "status must be one of %s, got %r" % (", ".join(STATUSES), status))
-    for name in NUMERIC:
-        if name in body and body[name] is not None:
-            v = body[name]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                return ("invalid_field", "%s must be a non-negative number, got %r" % (name, v))
-    pct = body.get("percent")
-    if isinstance(pct, (int, float)) and not isinstance(pct, bool) and pct > 100:
-        return ("invalid_field", "percent must be between 0 and 100, got %r" % (pct,))
-    if body.get("sync_type") is not None and body["sync_type"] not in SYNC_TYPES:
-        return ("invalid_field", "sync_type must be one of %s, got %r" % (", ".join(SYNC_TYPES), body["sync_type"]))
-    for name in ("disk_id", "message"):
-        if body.get(name) is not None and not isinstance(body[name], str):
-            return ("invalid_field", "%s must be a string, got %r" % (name, body[name]))
-    return None
+def _rfc3339(ts):
+    """Go's time.RFC3339 (seconds), in UTC."""
+    return datetime.datetime.fromtimestamp(int(ts), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class BadBody(ValueError):
+    """The body cannot be decoded into the appliance's ProgressUpdate (its text is the Go error's gist)."""
+
+
+class _Float(float):
+    """A JSON number with a fraction or an exponent (Go refuses it for an int64 field)."""
+
+
+def decode_update(raw):
+    """The update the appliance would decode from ``raw`` (bytes): a dict of the known fields.
+
+    Absent and null fields are the Go zero values; raises BadBody as the
+    appliance's decoder fails (its message follows Go's wording).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadBody("invalid character in the body (not UTF-8)")
+    text = text.lstrip(" \t\r\n")
+    if not text:
+        raise BadBody("EOF")
+    try:
+        # Go's Decoder reads the first JSON value and ignores what follows.
+        value, _end = json.JSONDecoder(parse_float=_Float).raw_decode(text)
+    except ValueError as exc:
+        raise BadBody(str(exc))
+    update = {"stage": "", "status": "", "bytes_transferred": 0, "total_bytes": 0, "throughput_bps": 0,
+              "percent": 0.0, "disk_id": "", "sync_type": ""}
+    if value is None:
+        return update
+    if not isinstance(value, dict):
+        kind = "array" if isinstance(value, list) else ("string" if isinstance(value, str) else
+                                                        ("bool" if isinstance(value, bool) else "number"))
+        raise BadBody("json: cannot unmarshal %s into Go value of type api.ProgressUpdate" % kind)
+    error = None
+    types = dict(UPDATE_FIELDS)
+    for key, item in value.items():
+        # encoding/json matches a key to a field exactly or case-insensitively.
+        name = key if key in types else next((n for n in types if n.lower() == key.lower()), None)
+        if name is None or item is None:
+            continue
+        go_type = types[name]
+        ok = False
+        if go_type == "int64":
+            ok = isinstance(item, int) and not isinstance(item, bool) and INT64[0] <= item <= INT64[1]
+        elif go_type == "float64":
+            ok = isinstance(item, (int, float)) and not isinstance(item, bool)
+            item = float(item) if ok else item
+        else:
+            ok = isinstance(item, str)
+        if ok:
+            update[name] = item
+        elif error is None:
+            kind = ("string" if isinstance(item, str) else "bool" if isinstance(item, bool) else
+                    "array" if isinstance(item, list) else "object" if isinstance(item, dict) else
+                    "number %s" % json.dumps(item))
+            error = "json: cannot unmarshal %s into Go struct field ProgressUpdate.%s of type %s" % (kind, name, go_type)
+    if error:
+        raise BadBody(error)
+    return update
+
+
+def _new_job(job_id, ts):
+    # InitializeJobWithNBDExport: Discover/Queued, no sync type yet.
+    aggregate = {"total_bytes": 0, "bytes_transferred": 0, "throughput_bps": 0, "percent": 0.0}
+    return {"job_id": job_id, "stage": "Discover", "status": "Queued", "started_at": ts, "updated_at": ts,
+            "cbt_type": "", "aggregate": aggregate, "disks": []}
+
+
+def apply_update(job, update, ts):
+    """UpdateJobProgressFromMigratekit: ``update`` (from :func:`decode_update`) into ``job``."""
+    if update["stage"]:
+        job["stage"] = update["stage"]
+    if update["status"]:
+        job["status"] = update["status"]
+    if update["sync_type"] in ("full", "initial"):
+        job["cbt_type"] = "full"
+    elif update["sync_type"] == "incremental":
+        job["cbt_type"] = "incremental"
+    if update["disk_id"]:
+        disk = next((d for d in job["disks"] if d["id"] == update["disk_id"]), None)
+        if disk is None:
+            disk = {"id": update["disk_id"], "label": "Disk %s" % update["disk_id"],
+                    "planned_bytes": update["total_bytes"], "bytes_transferred": 0, "throughput_bps": 0,
+                    "percent": 0.0, "status": "Streaming"}
+            job["disks"].append(disk)
+        if update["bytes_transferred"] > 0:
+            disk["bytes_transferred"] = update["bytes_transferred"]
+        if update["total_bytes"] > 0:
+            disk["planned_bytes"] = update["total_bytes"]
+        if update["throughput_bps"] >= 0:
+            disk["throughput_bps"] = update["throughput_bps"]
+        if disk["planned_bytes"] > 0:
+            disk["percent"] = float(disk["bytes_transferred"]) / float(disk["planned_bytes"]) * 100.0
+        agg = job["aggregate"]
+        agg["bytes_transferred"] = sum(d["bytes_transferred"] for d in job["disks"])
+        agg["total_bytes"] = sum(d["planned_bytes"] for d in job["disks"])
+        agg["throughput_bps"] = sum(d["throughput_bps"] for d in job["disks"])
+        if agg["total_bytes"] > 0:
+            agg["percent"] = float(agg["bytes_transferred"]) / float(agg["total_bytes"]) * 100.0
+    else:
+        agg = job["aggregate"]
+        if update["bytes_transferred"] > 0:
+            agg["bytes_transferred"] = update["bytes_transferred"]
+        if update["total_bytes"] > 0:
+            agg["total_bytes"] = update["total_bytes"]
+        if update["throughput_bps"] >= 0:
+            agg["throughput_bps"] = update["throughput_bps"]
+        if update["percent"] > 0:
+            agg["percent"] = update["percent"]
+        elif agg["total_bytes"] > 0:
+            agg["percent"] = float(agg["bytes_transferred"]) / float(agg["total_bytes"]) * 100.0
+    job["updated_at"] = ts
+    return job
+
+
+def _eta(job):
+    agg = job["aggregate"]
+    if job["status"] in (STATUS_SUCCEEDED, STATUS_FAILED):
+        return 0
+    if agg["percent"] <= 0 or agg["throughput_bps"] <= 0:
+        return 0
+    remaining = agg["total_bytes"] - agg["bytes_transferred"]
+    if remaining <= 0:
+        return 0
+    return int(min(float(remaining) / float(agg["throughput_bps"]), 86400.0))
+
+
+def _operation(stage, status):
+    if status == STATUS_SUCCEEDED:
+        return "Completed"
+    if status == STATUS_FAILED:
+        return "Failed"
+    return OPERATIONS.get(stage, stage)
+
+
+def progress_response(job, now):
+    """convertToVMAProgressResponse: the GET answer (GetJobProgress stamps the copy's UpdatedAt with now)."""
+    agg = job["aggregate"]
+    elapsed_ms = int((now - job["started_at"]) * 1000)
+    mbps = float(agg["throughput_bps"]) / MiB
+    answer = {
+        "job_id": job["job_id"],
+        "status": job["status"],
+        "sync_type": job["cbt_type"],
+        "phase": job["stage"],
+        "percentage": agg["percent"],
+        "current_operation": _operation(job["stage"], job["status"]),
+        "bytes_transferred": agg["bytes_transferred"],
+        "total_bytes": agg["total_bytes"],
+        "throughput": {"current_mbps": mbps, "average_mbps": mbps, "peak_mbps": mbps, "last_update": _rfc3339(now)},
+        "timing": {"start_time": _rfc3339(job["started_at"]), "last_update": _rfc3339(now), "elapsed_ms": elapsed_ms,
+                   "phase_start": _rfc3339(job["started_at"]), "phase_elapsed_ms": elapsed_ms,
+                   "eta_seconds": _eta(job)},
+        "vm_info": {"name": "unknown", "path": "unknown", "disk_size_gb": agg["total_bytes"] // GiB,
+                    "disk_size_bytes": agg["total_bytes"], "cbt_enabled": job["cbt_type"] in ("full", "incremental")},
+        "phases": [{"name": job["stage"], "status": job["status"], "start_time": _rfc3339(job["started_at"]),
+                    "end_time": "", "duration_ms": elapsed_ms}],
+        "errors": [],
+        "last_error": None,
+    }
+    if job["disks"]:
+        answer["disk_progresses"] = [
+            {"disk_id": d["id"], "label": d["label"], "bytes_transferred": d["bytes_transferred"],
+             "total_bytes": d["planned_bytes"], "percent": d["percent"],
+             "throughput_mbps": float(d["throughput_bps"]) / MiB, "status": d["status"]}
+            for d in job["disks"]]
+    return answer
 
 
 class ReceiverState:
@@ -93,50 +285,20 @@ class ReceiverState:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(entry, sort_keys=True) + "\n")
 
-    def apply(self, job_id, body, ts):
+    def apply(self, job_id, update, ts):
+        """Apply one decoded update; return True if it created the job."""
         with self.lock:
-            job = self.jobs.get(job_id)
-            if job is None:
-                job = {
-                    "job_id": job_id,
-                    "created_at": _now_iso(ts),
-                    "update_count": 0,
-                    "disks": {},
-                }
-                self.jobs[job_id] = job
-            job["update_count"] += 1
-            job["updated_at"] = _now_iso(ts)
-            job["stage"] = body["stage"]
-            job["status"] = body["status"]
-            for k in ("sync_type", "message"):
-                if body.get(k) is not None:
-                    job[k] = body[k]
-            job["last_update"] = dict(body)
-            disk_id = body.get("disk_id")
-            if disk_id:
-                d = dict(body)
-                d["updated_at"] = _now_iso(ts)
-                job["disks"][disk_id] = d
-            disks = list(job["disks"].values())
-            if disks:
-                job["bytes_transferred"] = sum(d.get("bytes_transferred") or 0 for d in disks)
-                job["total_bytes"] = sum(d.get("total_bytes") or 0 for d in disks)
-                job["throughput_bps"] = sum(d.get("throughput_bps") or 0 for d in disks
-                                            if d.get("status") == "Running")
-            else:
-                for k in ("bytes_transferred", "total_bytes", "throughput_bps"):
-                    if body.get(k) is not None:
-                        job[k] = body[k]
-            if job.get("total_bytes"):
-                job["percent"] = round(100.0 * job.get("bytes_transferred", 0) / job["total_bytes"], 2)
-            elif body.get("percent") is not None:
-                job["percent"] = body["percent"]
-            return job
+            created = job_id not in self.jobs
+            if created:
+                self.jobs[job_id] = _new_job(job_id, ts)
+            apply_update(self.jobs[job_id], update, ts)
+            return created
 
     def get_job(self, job_id):
+        """The GET answer for ``job_id``, or None."""
         with self.lock:
             job = self.jobs.get(job_id)
-            return json.loads(json.dumps(job)) if job is not None else None
+            return progress_response(job, time.time()) if job is not None else None
 
     def reset(self):
         with self.lock:
@@ -161,10 +323,19 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write("vma_receiver: " + (fmt % args) + "\n")
 
     def _send(self, code, obj):
-        data = json.dumps(obj).encode()
+        """A JSON answer (the appliance's successes, and the lab's own routes)."""
+        self._write(code, json.dumps(obj).encode(), "application/json")
+
+    def _error(self, code, text):
+        """A plain-text error, as Go's http.Error writes it."""
+        self._write(code, (text + "\n").encode(), "text/plain; charset=utf-8", nosniff=True)
+
+    def _write(self, code, data, content_type, nosniff=False):
         try:
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
+            if nosniff:
+                self.send_header("X-Content-Type-Options", "nosniff")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -196,13 +367,13 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, {"status": "ok"})
         m = JOB_RE.match(path)
         if not m:
-            return self._send(404, {"error": "not_found", "details": "no route for GET %s" % path})
+            return self._error(404, "404 page not found")
         self._stall()
         if not self._authorized():
-            return self._send(401, {"error": "unauthorized", "details": "a valid bearer token is required"})
-        job = self.state.get_job(m.group(1))
+            return self._error(401, "unauthorized: a valid bearer token is required")
+        job = self.state.get_job(unquote(m.group(1)))
         if job is None:
-            return self._send(404, {"error": "job_not_found", "details": "no job with id %r" % m.group(1)})
+            return self._error(404, "job not found")
         return self._send(200, job)
 
     # ------------------------------------------------------------ POST
@@ -226,32 +397,33 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, {"status": "reset"})
         m = UPDATE_RE.match(path)
         if not m:
-            return self._send(404, {"error": "not_found", "details": "no route for POST %s" % path})
-        job_id = m.group(1)
+            return self._error(404, "404 page not found")
+        raw_job_id = m.group(1)
+        job_id = unquote(raw_job_id)
         ts = time.time()
         mode = self.state.mode
         try:
-            body = json.loads(raw.decode("utf-8")) if raw else None
-            parse_error = None if raw else "empty body"
-        except (ValueError, UnicodeDecodeError) as e:
-            body, parse_error = None, "invalid JSON: %s" % e
+            body = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        update = None
         authorized = self._authorized()
         if not authorized:
-            code, answer = 401, {"error": "unauthorized", "details": "a valid bearer token is required"}
-        elif parse_error:
-            code, answer = 400, {"error": "invalid_json", "details": parse_error}
+            code, error = 401, "unauthorized: a valid bearer token is required"
         else:
-            invalid = validate_update(body)
-            if invalid:
-                code, answer = 400, {"error": invalid[0], "details": invalid[1]}
-            elif mode == "fail":
-                code, answer = 500, {"error": "internal_error", "details": "the lab VMA is in fail mode"}
+            try:
+                update = decode_update(raw)
+            except BadBody as exc:
+                code, error = 400, "invalid request body: %s" % exc
             else:
-                code, answer = 200, {"status": "success", "job_id": job_id}
+                if mode == "fail":
+                    code, error = 500, "failed to update progress: the lab VMA is in fail mode"
+                else:
+                    code, error = 200, None
         entry = {
             "received_at": ts,
             "received_at_iso": _now_iso(ts),
-            "job_id": job_id,
+            "job_id": raw_job_id,
             "mode": mode,
             "status_code": code,
             "authorized": authorized,
@@ -261,11 +433,12 @@ class Handler(BaseHTTPRequestHandler):
             entry["raw"] = raw.decode("utf-8", "replace")
         self.state.record(entry)
         self._stall()
-        if code == 200:
-            job = self.state.apply(job_id, body, ts)
-            answer["stage"] = job["stage"]
-            answer["job_status"] = job["status"]
-        return self._send(code, answer)
+        if code != 200:
+            return self._error(code, error)
+        answer = {"status": "success", "job_id": job_id}
+        if self.state.apply(job_id, update, ts):
+            answer["auto_initialized"] = True
+        return self._send(200, answer)
 
 
 class VMAReceiver:

@@ -12,6 +12,8 @@ import time
 
 from ansible_collections.migratekit.migration.plugins.module_utils._vma.client import DEFAULT_TIMEOUT, VmaClient, describe_exception
 from ansible_collections.migratekit.migration.plugins.module_utils._vma.wire import (
+    STATUS_FAILED,
+    STATUS_IN_PROGRESS,
     SYNC_TYPES,
     VmaError,
     VmaValidationError,
@@ -41,10 +43,18 @@ class ProgressReporter(object):
 
         reporter = ProgressReporter(vma_url, job_id, disk_id, sync_type, total_bytes,
                                     token=None, validate_certs=True, interval=2.0)
-        reporter.start()                          # Transfer/Running at 0 %, starts the sender thread
+        reporter.start()                          # Transfer/in_progress at 0 %, starts the sender thread
         reporter.update(bytes_done, bytes_moved)  # cheap, never blocks; the newest state wins
-        reporter.finish(ok=True, message=None)    # final 100 %/Completed (or Failed); bounded wait
+        reporter.finish(ok=True, message=None)    # final 100 % (or failed); bounded wait
         reporter.warnings                         # list of str, to return as module warnings
+
+    Every update names the disk (``disk_id``): the appliance keeps each
+    disk's numbers and sums them into the job's. A disk never ends the job:
+    its updates say ``in_progress``, its last one too (at 100 %), so that
+    the job is not seen as finished while other disks are still to copy; a
+    failed copy says ``failed`` (with ``error_message``), the cycle fails
+    with it. The job's end (``completed`` or ``failed``) is the VM-wide
+    update the roles send with ``vma_progress``.
 
     With ``vma_url`` None (or empty) it does nothing. Nothing here raises: bad
     settings (job id, ``requests`` missing...) disable reporting with a
@@ -91,8 +101,8 @@ class ProgressReporter(object):
         # state, guarded by _cond
         self._bytes_done = 0
         self._bytes_moved = 0
-        self._stage = 'Transfer'
-        self._status = 'Running'
+        self._status = STATUS_IN_PROGRESS
+        self._done = False            # finished with ok=True: 100 %
         self._message = None
         self._start_time = None
         self._sample_time = None
@@ -152,7 +162,7 @@ class ProgressReporter(object):
     # -- the copy's side: start, update, finish -------------------------------
 
     def start(self):
-        """Queue the Transfer/Running 0 % update and start the sender thread. Never blocks."""
+        """Queue the Transfer/in_progress 0 % update and start the sender thread. Never blocks."""
         if not self.enabled:
             return
         with self._cond:
@@ -209,8 +219,9 @@ class ProgressReporter(object):
     def finish(self, ok=True, message=None):
         """Queue the final state and wait a bounded time for it to be sent. Never raises.
 
-        ``ok=True``: Complete/Completed at 100 %. ``ok=False``: Transfer/Failed
-        with ``message`` and the last numbers. Waits at most ``finish_timeout``
+        ``ok=True``: Transfer/in_progress at 100 % (all of ``total_bytes``
+        done). ``ok=False``: Transfer/failed with ``message`` (sent as
+        ``error_message``) and the last numbers. Waits at most ``finish_timeout``
         seconds while the VMA answers; when it is failing or not answering
         (the last send failed, or one has been in flight for over 0.5 s) it
         returns once the final send failed or after 0.25 s: the copy is not
@@ -226,10 +237,10 @@ class ProgressReporter(object):
                 self._start_locked()
                 self._finishing = True
                 if ok:
-                    self._stage, self._status = 'Complete', 'Completed'
+                    self._done = True
                     self._bytes_done = max(self._bytes_done, self.total_bytes)
                 else:
-                    self._status = 'Failed'
+                    self._status = STATUS_FAILED
                 self._message = message
                 self._sample_time = self._clock()
                 self._version += 1
@@ -281,11 +292,11 @@ class ProgressReporter(object):
         """Snapshot the newest state for sending (caller holds the lock)."""
         elapsed = (self._sample_time or now) - (self._start_time or now)
         throughput = int(self._bytes_moved / elapsed) if elapsed > 0 else 0
-        if self._finishing and self._status == 'Completed':
+        if self._done:
             percent = 100.0
         else:
             percent = compute_percent(self._bytes_done, self.total_bytes)
-        body = dict(stage=self._stage, status=self._status, bytes_transferred=self._bytes_done,
+        body = dict(stage='Transfer', status=self._status, bytes_transferred=self._bytes_done,
                     total_bytes=self.total_bytes, throughput_bps=throughput, percent=percent,
                     disk_id=self.disk_id, sync_type=self.sync_type, message=self._message)
         self._sending = True
@@ -393,7 +404,8 @@ class ProgressReporter(object):
                     why = 'not sent yet'
                 warnings.append(
                     'The final progress update (%s) for %s was not confirmed by the VMA at %s (%s); '
-                    'the VMA may show outdated progress.' % (self._status, self._what(), self.vma_url, why))
+                    'the VMA may show outdated progress.'
+                    % ('100 %' if self._done else self._status, self._what(), self.vma_url, why))
             if self._invalid_updates:
                 warnings.append('%d progress updates for %s had non-numeric byte counts and were ignored.'
                                 % (self._invalid_updates, self._what()))

@@ -4,7 +4,9 @@
 """The VMA progress API on the wire: its values, its errors, validation, URLs, update bodies.
 
 Pure (no HTTP): what may be sent and how it is spelled; :mod:`.client` sends
-it, :mod:`.reporter` reports a copy through it.
+it, :mod:`.reporter` reports a copy through it. The body is the one the
+seed's own client sends (MigrateKit v2.7 ``internal/progress/vma_client.go``,
+``VMAProgressUpdate``); docs/vma-progress-api.md names the sources.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -16,8 +18,25 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from ansible_collections.migratekit.migration.plugins.module_utils.errors import MigratekitError
 
-STAGES = ('Discover', 'Transfer', 'Complete')
-STATUSES = ('Queued', 'Running', 'Completed', 'Failed')
+# The seed's progression Discover -> Transfer -> Complete, and its finer
+# "Creating Snapshot" (sent around the snapshot by the seed's copier).
+STAGES = ('Discover', 'Creating Snapshot', 'Transfer', 'Complete')
+# On the wire, lowercase as the seed's client sends them; the appliance's
+# poller ends a job on "completed" or "failed" only (case-sensitive).
+STATUS_IN_PROGRESS = 'in_progress'
+STATUS_COMPLETED = 'completed'
+STATUS_FAILED = 'failed'
+STATUSES = (STATUS_IN_PROGRESS, STATUS_COMPLETED, STATUS_FAILED)
+# The names of 0.1.0, still accepted (deprecated) until 1.0.0. The seed's
+# client has no queued state (it sends in_progress from its first update on):
+# Queued, like Running, is a job that has not ended.
+STATUS_ALIASES = {
+    'Queued': STATUS_IN_PROGRESS,
+    'Running': STATUS_IN_PROGRESS,
+    'Completed': STATUS_COMPLETED,
+    'Failed': STATUS_FAILED,
+}
+STATUS_ALIASES_REMOVED_IN = '1.0.0'
 SYNC_TYPES = ('full', 'incremental')
 
 JOB_ID_ENV = 'MIGRATEKIT_PROGRESS_JOB_ID'
@@ -169,6 +188,13 @@ def validate_token(token):
     return token or None
 
 
+def wire_status(status):
+    """The wire value of ``status``: one of :data:`STATUSES`, or a deprecated alias of one."""
+    if isinstance(status, str) and status in STATUS_ALIASES:
+        return STATUS_ALIASES[status]
+    return validate_choice('status', status, STATUSES)
+
+
 def normalize_disk_id(disk_id):
     """``disk-<key>`` for a vSphere device key given as int or digits, else the string itself."""
     if disk_id is None or disk_id == '':
@@ -196,12 +222,15 @@ def build_update(stage, status, bytes_transferred=None, total_bytes=None, throug
                  percent=None, disk_id=None, sync_type=None, message=None):
     """Validate one update and return its JSON body (a dict; None fields left out).
 
-    ``percent`` is computed from the byte counts when omitted and both are
-    given. ``message`` is cut to 1024 characters.
+    ``status`` is sent as its wire value (a deprecated alias such as
+    ``Running`` becomes ``in_progress``). ``percent`` is computed from the
+    byte counts when omitted and both are given. ``message`` is the failure
+    text: sent as ``error_message``, cut to 1024 characters, with status
+    ``failed`` only (the appliance has no other free-text field).
     """
     body = {
         'stage': validate_choice('stage', stage, STAGES),
-        'status': validate_choice('status', status, STATUSES),
+        'status': wire_status(status),
     }
     if bytes_transferred is not None:
         body['bytes_transferred'] = validate_count('bytes_transferred', bytes_transferred)
@@ -218,12 +247,12 @@ def build_update(stage, status, bytes_transferred=None, total_bytes=None, throug
         body['disk_id'] = disk_id
     if sync_type is not None:
         body['sync_type'] = validate_choice('sync_type', sync_type, SYNC_TYPES)
-    if message is not None:
+    if message is not None and body['status'] == STATUS_FAILED:
         if not isinstance(message, str):
             message = str(message)
         if len(message) > MAX_MESSAGE_LENGTH:
             message = message[:MAX_MESSAGE_LENGTH - 3] + '...'
-        body['message'] = message
+        body['error_message'] = message
     return body
 
 

@@ -96,6 +96,8 @@ def client(*script, **kwargs):
 @pytest.mark.parametrize('field, kwargs', [
     ('stage', dict(stage='Copy')),
     ('status', dict(status='running')),
+    ('status', dict(status='In_Progress')),
+    ('status', dict(status=None)),
     ('sync_type', dict(sync_type='delta')),
     ('percent', dict(percent=100.5)),
     ('percent', dict(percent=-1)),
@@ -109,7 +111,7 @@ def client(*script, **kwargs):
     ('throughput_bps', dict(throughput_bps=-5)),
 ])
 def test_build_update_rejects_bad_values_naming_the_field(field, kwargs):
-    args = dict(stage='Transfer', status='Running')
+    args = dict(stage='Transfer', status='in_progress')
     args.update(kwargs)
     with pytest.raises(vma.VmaValidationError) as info:
         vma.build_update(**args)
@@ -119,21 +121,41 @@ def test_build_update_rejects_bad_values_naming_the_field(field, kwargs):
 
 
 def test_validation_message_lists_the_vocabulary():
-    with pytest.raises(ValueError, match='expected one of Discover, Transfer, Complete, got .Copy.'):
-        vma.build_update('Copy', 'Running')
-    with pytest.raises(ValueError, match='one of Queued, Running, Completed, Failed'):
+    with pytest.raises(ValueError, match='expected one of Discover, Creating Snapshot, Transfer, Complete, got .Copy.'):
+        vma.build_update('Copy', 'in_progress')
+    with pytest.raises(ValueError, match='one of in_progress, completed, failed'):
         vma.build_update('Transfer', 'Done')
 
 
 def test_build_update_full_body():
-    body = vma.build_update('Transfer', 'Running', bytes_transferred=50, total_bytes=200, throughput_bps=10,
+    body = vma.build_update('Transfer', 'in_progress', bytes_transferred=50, total_bytes=200, throughput_bps=10,
                             disk_id=2000, sync_type='full')
-    assert body == dict(stage='Transfer', status='Running', bytes_transferred=50, total_bytes=200,
+    assert body == dict(stage='Transfer', status='in_progress', bytes_transferred=50, total_bytes=200,
                         throughput_bps=10, percent=25.0, disk_id='disk-2000', sync_type='full')
-    assert vma.build_update('Discover', 'Queued') == dict(stage='Discover', status='Queued')
-    assert vma.build_update('Complete', 'Completed', percent=100)['percent'] == 100.0
-    assert vma.build_update('Transfer', 'Running', bytes_transferred=0, total_bytes=0) == dict(
-        stage='Transfer', status='Running', bytes_transferred=0, total_bytes=0)
+    assert vma.build_update('Discover', 'in_progress') == dict(stage='Discover', status='in_progress')
+    assert vma.build_update('Creating Snapshot', 'in_progress')['stage'] == 'Creating Snapshot'
+    assert vma.build_update('Complete', 'completed', percent=100)['percent'] == 100.0
+    assert vma.build_update('Transfer', 'in_progress', bytes_transferred=0, total_bytes=0) == dict(
+        stage='Transfer', status='in_progress', bytes_transferred=0, total_bytes=0)
+
+
+@pytest.mark.parametrize('alias, wire', [
+    ('Queued', 'in_progress'), ('Running', 'in_progress'), ('Completed', 'completed'), ('Failed', 'failed'),
+])
+def test_deprecated_status_names_go_out_as_the_wire_values(alias, wire):
+    assert vma.wire_status(alias) == wire
+    assert vma.build_update('Discover', alias)['status'] == wire
+    assert vma.STATUSES == ('in_progress', 'completed', 'failed')
+
+
+def test_the_failure_text_is_sent_as_error_message_and_only_with_failed():
+    body = vma.build_update('Transfer', 'failed', disk_id='disk-2000', message='target write failed')
+    assert body == dict(stage='Transfer', status='failed', disk_id='disk-2000', error_message='target write failed')
+    assert 'message' not in body
+    assert vma.build_update('Transfer', 'Failed', message='x')['error_message'] == 'x'
+    for status in ('in_progress', 'completed', 'Running'):
+        body = vma.build_update('Complete', status, message='3 disks, 12 bytes moved')
+        assert 'error_message' not in body and 'message' not in body
 
 
 def test_percent_is_floored_so_100_means_done():
@@ -144,8 +166,8 @@ def test_percent_is_floored_so_100_means_done():
 
 
 def test_message_is_cut():
-    body = vma.build_update('Transfer', 'Failed', message='x' * 5000)
-    assert len(body['message']) == vma.MAX_MESSAGE_LENGTH and body['message'].endswith('...')
+    body = vma.build_update('Transfer', 'failed', message='x' * 5000)
+    assert len(body['error_message']) == vma.MAX_MESSAGE_LENGTH and body['error_message'].endswith('...')
 
 
 @pytest.mark.parametrize('disk_id, expected', [
@@ -233,12 +255,13 @@ def test_argument_spec():
 
 def test_post_update_sends_json_with_bearer_token_and_timeouts():
     c, session, sleeps = client(FakeResponse(200, {'status': 'success', 'job_id': 'a/b'}), validate_certs=False)
-    answer = c.post_update('a/b', 'Transfer', 'Running', bytes_transferred=1, total_bytes=4, disk_id='disk-2000')
+    answer = c.post_update('a/b', 'Transfer', 'in_progress', bytes_transferred=1, total_bytes=4,
+                           disk_id='disk-2000')
     assert answer == {'status': 'success', 'job_id': 'a/b'}
     call, = session.calls
     assert call['method'] == 'POST'
     assert call['url'] == URL + '/api/v1/progress/a%2Fb/update'
-    assert call['json'] == dict(stage='Transfer', status='Running', bytes_transferred=1, total_bytes=4,
+    assert call['json'] == dict(stage='Transfer', status='in_progress', bytes_transferred=1, total_bytes=4,
                                 percent=25.0, disk_id='disk-2000')
     assert call['headers']['Authorization'] == 'Bearer ' + TOKEN
     assert call['timeout'] == vma.DEFAULT_TIMEOUT == (3.0, 5.0)
@@ -249,7 +272,7 @@ def test_post_update_sends_json_with_bearer_token_and_timeouts():
 
 def test_no_token_no_authorization_header():
     c, session, dummy = client(FakeResponse(200, {}), token=None)
-    c.post_update('j', 'Discover', 'Running')
+    c.post_update('j', 'Discover', 'in_progress')
     assert 'Authorization' not in session.calls[0]['headers']
     assert session.calls[0]['verify'] is True
 
@@ -257,15 +280,15 @@ def test_no_token_no_authorization_header():
 def test_invalid_update_is_not_sent():
     c, session, dummy = client(FakeResponse(200, {}))
     with pytest.raises(vma.VmaValidationError):
-        c.post_update('j', 'Transfer', 'Running', percent=101)
+        c.post_update('j', 'Transfer', 'in_progress', percent=101)
     with pytest.raises(vma.VmaValidationError):
-        c.post_update('..', 'Transfer', 'Running')
+        c.post_update('..', 'Transfer', 'in_progress')
     assert session.calls == []
 
 
 def test_retries_with_backoff_then_succeeds():
     c, session, sleeps = client(FakeResponse(503, text='busy'), OSError('reset'), FakeResponse(200, text='ok'))
-    assert c.post_update('j', 'Transfer', 'Running') == {}
+    assert c.post_update('j', 'Transfer', 'in_progress') == {}
     assert len(session.calls) == 3
     assert sleeps == [0.5, 1.0]
 
@@ -273,7 +296,7 @@ def test_retries_with_backoff_then_succeeds():
 def test_retries_are_bounded_and_error_names_operation_job_disk_and_url():
     c, session, sleeps = client(FakeResponse(500, {'error': 'db down', 'details': 'retry later'}))
     with pytest.raises(vma.VmaHTTPError) as info:
-        c.post_update('job 7', 'Transfer', 'Running', disk_id='disk-2001')
+        c.post_update('job 7', 'Transfer', 'in_progress', disk_id='disk-2001')
     assert len(session.calls) == 1 + vma.DEFAULT_RETRIES
     assert sleeps == [0.5, 1.0]
     err = info.value
@@ -294,20 +317,20 @@ def test_read_timeouts_are_not_retried():
     requests = pytest.importorskip('requests')
     c, session, sleeps = client(requests.exceptions.ReadTimeout('read timed out'))
     with pytest.raises(vma.VmaUnreachableError, match='no answer in time'):
-        c.post_update('j', 'Transfer', 'Running')
+        c.post_update('j', 'Transfer', 'in_progress')
     assert len(session.calls) == 1 and sleeps == []
 
 
 def test_client_errors_are_not_retried():
     c, session, sleeps = client(FakeResponse(400, text='invalid request body: bad stage\n'))
     with pytest.raises(vma.VmaHTTPError) as info:
-        c.post_update('j', 'Transfer', 'Running')
+        c.post_update('j', 'Transfer', 'in_progress')
     assert len(session.calls) == 1 and sleeps == []
     assert info.value.details['vma_error'] == 'invalid request body: bad stage'
 
 
 def test_get_progress():
-    job = {'job_id': 'j', 'status': 'Running', 'percentage': 12.5}
+    job = {'job_id': 'j', 'status': 'in_progress', 'percentage': 12.5}
     c, session, dummy = client(FakeResponse(200, job))
     assert c.get_progress('j') == job
     assert session.calls[0]['method'] == 'GET' and session.calls[0]['url'] == URL + '/api/v1/progress/j'
@@ -332,7 +355,7 @@ def test_unreachable_errors_are_short():
         "[Errno 111] Connection refused\"))")
     c, dummy, sleeps = client(exc, retries=1)
     with pytest.raises(vma.VmaUnreachableError) as info:
-        c.post_update('j', 'Transfer', 'Running')
+        c.post_update('j', 'Transfer', 'in_progress')
     assert info.value.reason == 'connection failed ([Errno 111] Connection refused)'
     assert info.value.status_code is None and sleeps == [0.5]
     assert vma.describe_exception(requests.exceptions.ReadTimeout('x')) == 'no answer in time (read timeout)'
@@ -348,12 +371,12 @@ def test_client_closes_its_session():
 
 # ---------------------------------------------------------------- ProgressReporter: throttling, coalescing
 
-def test_start_sends_transfer_running_at_zero():
+def test_start_sends_transfer_in_progress_at_zero():
     clock, sent = FakeClock(), Recorder()
     r = reporter(sent, clock)
     r.start()
     assert r.poll() is True
-    assert sent.bodies == [dict(stage='Transfer', status='Running', bytes_transferred=0, total_bytes=1000,
+    assert sent.bodies == [dict(stage='Transfer', status='in_progress', bytes_transferred=0, total_bytes=1000,
                                 throughput_bps=0, percent=0.0, disk_id='disk-2000', sync_type='incremental')]
 
 
@@ -445,7 +468,7 @@ def test_update_before_start_starts():
     assert sent.bodies[0]['bytes_transferred'] == 10
 
 
-def test_finish_ok_sends_100_percent_completed_immediately():
+def test_finish_ok_sends_100_percent_immediately_and_leaves_the_job_running():
     clock, sent = FakeClock(), Recorder()
     r = reporter(sent, clock)
     r.start()
@@ -456,8 +479,9 @@ def test_finish_ok_sends_100_percent_completed_immediately():
     r.finish()
     final = sent.bodies[-1]
     assert len(sent.bodies) == 2
-    assert final['stage'] == 'Complete' and final['status'] == 'Completed'
-    assert final['percent'] == 100.0 and final['bytes_transferred'] == 1000
+    # A disk never ends the job (other disks may still be copying): the VM-wide update does.
+    assert final['stage'] == 'Transfer' and final['status'] == 'in_progress' and final['disk_id'] == 'disk-2000'
+    assert final['percent'] == 100.0 and final['bytes_transferred'] == final['total_bytes'] == 1000
     assert final['throughput_bps'] == int(600 / 0.4)
     assert r.warnings == [] and r.stats == dict(attempts=2, sent=2, failed=0)
     r.update(5000)
@@ -472,16 +496,16 @@ def test_finish_failed_keeps_the_numbers_and_carries_the_message():
     r.update(250)
     r.finish(ok=False, message='target write error at offset 4096')
     final = sent.bodies[-1]
-    assert final['stage'] == 'Transfer' and final['status'] == 'Failed'
+    assert final['stage'] == 'Transfer' and final['status'] == 'failed' and final['disk_id'] == 'disk-2000'
     assert final['percent'] == 25.0 and final['bytes_transferred'] == 250
-    assert final['message'] == 'target write error at offset 4096'
+    assert final['error_message'] == 'target write error at offset 4096' and 'message' not in final
 
 
 def test_finish_without_start_sends_only_the_final_state():
     clock, sent = FakeClock(), Recorder()
     r = reporter(sent, clock)
     r.finish()
-    assert [b['status'] for b in sent.bodies] == ['Completed']
+    assert [(b['status'], b['percent']) for b in sent.bodies] == [('in_progress', 100.0)]
 
 
 def test_zero_byte_disk_completes_at_100():
@@ -511,7 +535,7 @@ def test_failures_become_a_few_warnings_without_the_token():
     assert r.stats['failed'] == 100 + vma.FINAL_ATTEMPTS
     assert '%d of %d updates failed' % (100 + vma.FINAL_ATTEMPTS, 100 + vma.FINAL_ATTEMPTS) in warnings[0]
     assert 'HTTP 500: boom' in warnings[0] and "job 'job-1' disk disk-2000" in warnings[0]
-    assert any('final progress update (Completed)' in w for w in warnings)
+    assert any('final progress update (100 %)' in w for w in warnings)
     assert not any(TOKEN in w for w in warnings)
 
 
@@ -680,7 +704,7 @@ def test_threaded_finish_waits_for_a_healthy_vma():
     r.start()
     r.update(50)
     r.finish()
-    assert bodies[-1]['status'] == 'Completed' and r.warnings == []
+    assert bodies[-1]['percent'] == 100.0 and bodies[-1]['status'] == 'in_progress' and r.warnings == []
 
 
 def test_threaded_finish_returns_quickly_when_failing():
@@ -745,7 +769,7 @@ class FakeClient(object):
 
 
 def params(**kwargs):
-    p = dict(vma_url=URL, job_id='job-1', token=TOKEN, validate_certs=True, stage='Complete', status='Completed',
+    p = dict(vma_url=URL, job_id='job-1', token=TOKEN, validate_certs=True, stage='Complete', status='completed',
              disk_id='2000', bytes_transferred=10, total_bytes=10, percent=None, throughput_bps=None,
              sync_type='full', msg=None, required=False)
     p.update(kwargs)
@@ -759,8 +783,9 @@ def factory(**kwargs):
 def test_post_progress_posts():
     result = vma.post_progress(params(), client_factory=factory())
     assert result['changed'] is True and result['posted'] is True
-    assert result['update'] == dict(stage='Complete', status='Completed', bytes_transferred=10, total_bytes=10,
+    assert result['update'] == dict(stage='Complete', status='completed', bytes_transferred=10, total_bytes=10,
                                     percent=100.0, disk_id='disk-2000', sync_type='full')
+    assert 'deprecations' not in result
     assert result['url'] == URL + '/api/v1/progress/job-1/update'
     assert result['response'] == {'status': 'success'} and result['warnings'] == []
     assert FakeClient.instances[-1].closed
@@ -774,9 +799,29 @@ def test_post_progress_check_mode_posts_nothing():
     assert FakeClient.instances == []
 
 
-def test_post_progress_sends_msg_as_message():
-    result = vma.post_progress(params(status='Failed', stage='Transfer', msg='boom'), check_mode=True)
-    assert result['update']['message'] == 'boom'
+def test_post_progress_sends_msg_as_error_message():
+    result = vma.post_progress(params(status='failed', stage='Transfer', msg='boom'), check_mode=True)
+    assert result['update']['error_message'] == 'boom' and result['warnings'] == []
+
+
+def test_post_progress_msg_without_failed_is_not_sent_with_a_warning():
+    result = vma.post_progress(params(status='completed', msg='all done'), client_factory=factory())
+    assert result['posted'] is True and 'error_message' not in result['update']
+    assert result['warnings'] == ['msg is not sent: the VMA takes a message only as the error_message of an '
+                                  'update with status=failed']
+
+
+@pytest.mark.parametrize('alias, wire', [('Queued', 'in_progress'), ('Running', 'in_progress'),
+                                         ('Completed', 'completed'), ('Failed', 'failed')])
+def test_post_progress_deprecated_status_names_still_work_with_a_deprecation(alias, wire):
+    FakeClient.instances = []
+    result = vma.post_progress(params(status=alias), client_factory=factory())
+    assert result['posted'] is True and result['update']['status'] == wire
+    assert FakeClient.instances[-1].posted[0][1]['status'] == wire
+    deprecation, = result['deprecations']
+    assert deprecation == dict(msg='status=%s is deprecated: use status=%s, the value the VMA expects (the update '
+                                   'is sent with %s)' % (alias, wire, wire),
+                               version='1.0.0', collection_name='migratekit.migration')
 
 
 def test_post_progress_best_effort_and_required():
@@ -794,12 +839,26 @@ def test_post_progress_bad_input_fails_even_when_not_required():
 
 
 def test_read_progress():
-    result = vma.read_progress(params(), client_factory=factory(answer={'status': 'Running'}))
-    assert result == dict(changed=False, found=True, progress={'status': 'Running'},
+    result = vma.read_progress(params(), client_factory=factory(answer={'status': 'in_progress'}))
+    assert result == dict(changed=False, found=True, finished=False, progress={'status': 'in_progress'},
                           url=URL + '/api/v1/progress/job-1', job_id='job-1')
     missing = vma.VmaNotFoundError('read', URL, 'HTTP 404', status_code=404)
     result = vma.read_progress(params(), client_factory=factory(error=missing))
-    assert result['found'] is False and result['progress'] == {}
+    assert result['found'] is False and result['progress'] == {} and result['finished'] is False
+
+
+@pytest.mark.parametrize('answer, finished', [
+    ({'status': 'completed', 'phase': 'Complete'}, True),
+    ({'status': 'failed', 'phase': 'Transfer'}, True),
+    ({'status': 'in_progress', 'phase': 'completed'}, True),
+    ({'status': 'Completed', 'phase': 'Complete'}, False),   # the poller compares case-sensitively
+    ({'status': 'Failed'}, False),
+    ({'status': 'in_progress', 'phase': 'Transfer'}, False),
+    ({}, False),
+])
+def test_finished_is_what_the_appliances_poller_concludes(answer, finished):
+    assert vma.job_finished(answer) is finished
+    assert vma.read_progress(params(), client_factory=factory(answer=answer))['finished'] is finished
 
 
 def test_error_message_names_operation_and_job():
