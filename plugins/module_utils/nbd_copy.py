@@ -148,7 +148,9 @@ COPY_SPEC = REPORTING_SPEC.merge(ArgumentSpec(dict(
     vm_uuid=dict(type='str'),
     disk_id=dict(type='str'),
     progress_interval=dict(type='float', default=2.0),
-), mutually_exclusive=[('extents', 'extents_file')]))
+    checkpoint_file=dict(type='path'),
+    snapshot_moref=dict(type='str'),
+), mutually_exclusive=[('extents', 'extents_file')], required_by={'checkpoint_file': ['snapshot_moref']}))
 
 
 def copy_module(options, check_mode=False):

@@ -168,13 +168,15 @@ def _fsync_directory(directory):
         os.close(dir_fd)
 
 
-def write_atomic(path, data):
+def write_atomic(path, data, what='sync state file'):
     """Replace ``path`` by ``data`` as JSON: temp file, fsync, rename, fsync dir."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o700)
         fd, tmp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
     except OSError as exc:
-        raise SyncStateError('cannot write sync state file %s: %s' % (path, exc))
+        raise SyncStateError('cannot write %s %s: %s' % (what, path, exc))
     try:
         with os.fdopen(fd, 'w') as handle:
             json.dump(data, handle, indent=2, sort_keys=True)
@@ -189,4 +191,4 @@ def write_atomic(path, data):
             os.unlink(tmp_path)
         except OSError:
             pass
-        raise SyncStateError('cannot write sync state file %s: %s' % (path, exc))
+        raise SyncStateError('cannot write %s %s: %s' % (what, path, exc))

@@ -165,6 +165,23 @@ options:
       - Seconds between progress updates to the VMA.
     type: float
     default: 2.0
+  checkpoint_file:
+    description:
+      - Make the copy resumable. While copying, at least every 5 seconds and every GiB, the target is flushed and
+        then this file records how far the copy got (written atomically as temp file, fsync, rename), with what
+        the copy is (O(snapshot_moref), the changeId, a digest of the extents, the target, the disk size and the
+        sync type).
+      - A copy that finds a checkpoint of the same copy goes on from there (RV(resumed_at_bytes)); a checkpoint
+        of any other copy is removed before anything is written, and the copy starts from the beginning.
+      - The file is removed once the disk is complete (after the flush and the commit of O(change_id)); the
+        changeId is committed only then, resumed or not.
+      - Keep it where it survives a reboot of the appliance (next to O(state_file)).
+    type: path
+  snapshot_moref:
+    description:
+      - The managed object reference of the snapshot the source serves (for example V(snapshot-42)). Required
+        with O(checkpoint_file), because a checkpoint is valid only for the frozen data it was taken on.
+    type: str
 notes:
   - Memory stays bounded by O(connections) x O(requests_in_flight) x O(request_size), whatever the
     disk size or the number of extents.
@@ -292,6 +309,24 @@ requests_in_flight:
   description: Requests in flight per connection.
   returned: success
   type: int
+resumed_at_bytes:
+  description: Bytes of the copy that an earlier, interrupted run had done (with O(checkpoint_file)); 0 or absent otherwise.
+  returned: when the copy resumed
+  type: int
+  sample: 107374182400
+resume:
+  description: What became of O(checkpoint_file), for example V(resumed at 107374182400 of 214748364800 bytes (...)).
+  returned: when a checkpoint was found
+  type: str
+checkpoints:
+  description: Checkpoints written during this run.
+  returned: success
+  type: int
+  sample: 12
+checkpoint_file:
+  description: On failure, the checkpoint that lets the next run go on (only when one was written).
+  returned: failure
+  type: str
 plan:
   description: In check mode, what the copy would move.
   returned: check mode

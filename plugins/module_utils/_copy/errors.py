@@ -21,6 +21,7 @@ class NbdCopyError(MigratekitError):
         super(NbdCopyError, self).__init__(message, operation=operation)
         self.disk = disk
         self.offset = offset
+        self.resume = {}  # where a checkpoint lets the next run go on (checkpoint_file, checkpoints)
 
     @property
     def subject(self):
@@ -34,7 +35,9 @@ class NbdCopyError(MigratekitError):
     @property
     def details(self):
         fields = (('failed_operation', self.operation), ('failed_disk', self.disk), ('failed_offset', self.offset))
-        return dict((key, value) for key, value in fields if value is not None)
+        details = dict((key, value) for key, value in fields if value is not None)
+        details.update(self.resume)
+        return details
 
     @details.setter
     def details(self, value):

@@ -36,13 +36,15 @@ ZERO_REQUEST_SIZE = 128 * MiB      # write-zeroes requests carry no payload
 SEGMENT_SIZE = 128 * MiB           # whole-disk work unit: one block-status walk each
 BATCH = 16                         # requests a worker takes from the shared stream at once
 PROGRESS_MIN_INTERVAL = 0.1
+CHECKPOINT_INTERVAL = 5.0          # seconds of copying between two checkpoints, at most ...
+CHECKPOINT_BYTES = 1 * GiB         # ... and bytes done between two checkpoints, at most
 
 VERIFY_CHOICES = ('none', 'checksum')
 
 # Request kinds
-COPY, WRITE, ZERO, PROBE, VERIFY = range(5)
+COPY, WRITE, ZERO, PROBE, VERIFY, FLUSH = range(6)
 OPERATIONS = {COPY: 'read from source', WRITE: 'write to target', ZERO: 'write zeroes to target',
-              PROBE: 'block status of source', VERIFY: 'verify read'}
+              PROBE: 'block status of source', VERIFY: 'verify read', FLUSH: 'flush target'}
 
 STATE_HOLE = 1
 STATE_ZERO = 2

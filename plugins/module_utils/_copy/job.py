@@ -11,6 +11,7 @@ succeeded; the changeId is committed only after the last write and the flush.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import os
 import time
 
 from ansible_collections.migratekit.migration.plugins.module_utils import sync_state
@@ -45,9 +46,11 @@ from ansible_collections.migratekit.migration.plugins.module_utils._copy.geometr
     runs_from_block_status,
     throughput,
 )
+from ansible_collections.migratekit.migration.plugins.module_utils._copy import checkpoint
 from ansible_collections.migratekit.migration.plugins.module_utils._copy.plan import (
     CopyPlan,
     aligned_extents,
+    bytes_below,
     copy_items,
     verify_items,
 )
@@ -145,6 +148,8 @@ class DiskCopy(object):
         self.flushed = False
         self.zero_view = None
         self.stats = {}
+        self.shared = None
+        self.resumed_bytes = 0
 
     def _check_settings(self):
         options = self.options
@@ -279,25 +284,32 @@ class DiskCopy(object):
         return data, runs
 
     # -- work -----------------------------------------------------------
-    def _run(self, items):
+    def _run(self, items, checkpoint_to=None, start=0, base_done=0):
         self._connect_more()
         if self.zero_view is None:
             self.zero_view = memoryview(bytearray(self.plan.request_size))
-        shared = SharedState(items, self.progress, self.zero_view)
+        shared = SharedState(items, self.progress, self.zero_view, checkpoint=checkpoint_to, start=start,
+                             base_done=base_done)
         self.workers = shared.make_workers(self.plan, self.pairs)
+        self.shared = shared
         shared.run()
 
-    def copy(self):
-        """Copy; return counters. Raises CopyIOError (nothing flushed, nothing committed)."""
+    def copy(self, start=0, checkpoint_to=None):
+        """Copy from ``start`` (a checkpoint's watermark); return counters.
+
+        ``checkpoint_to(watermark)`` is called after each checkpoint flush.
+        Raises CopyIOError (nothing committed).
+        """
         started = time.monotonic()
-        self._run(copy_items(self.plan, self.extents))
+        self.resumed_bytes = bytes_below(self.plan, self.extents, start) if start else 0
+        self._run(copy_items(self.plan, self.extents, start), checkpoint_to, start, self.resumed_bytes)
         elapsed = time.monotonic() - started
         written = sum(w.written for w in self.workers)
         zeroed = sum(w.zeroed for w in self.workers)
         self.stats = {
             'bytes_written': written,
             'bytes_zeroed': zeroed,
-            'bytes_skipped': max(0, self.capacity - written - zeroed),
+            'bytes_skipped': max(0, self.capacity - written - zeroed - self.resumed_bytes),
             'retried_requests': sum(w.retried for w in self.workers),
             'copy_elapsed': elapsed,
         }
@@ -419,6 +431,18 @@ class _CopyInput(object):
             raise ValidationError('sync_type incremental needs extents or extents_file', operation='validate')
         self.sync_type = sync_type
         self.disk = 'disk %s' % self.disk_key if self.disk_key is not None else 'disk'
+        self.digest = None
+        if options.checkpoint_file:
+            if not options.snapshot_moref:
+                raise ValidationError('checkpoint_file needs snapshot_moref (the snapshot the source serves): a '
+                                      'checkpoint is only valid for the frozen data it was taken on',
+                                      operation='validate', disk=self.disk)
+            try:
+                self.digest = checkpoint.extents_digest(self.extents if not options.extents_file else None,
+                                                        options.extents_file)
+            except (IOError, OSError) as exc:
+                raise ValidationError('cannot read extents file %s: %s' % (options.extents_file, exc),
+                                      operation='read extents file', disk=self.disk)
         if options.state_file and (self.disk_key is None or not self.change_id):
             raise ValidationError('state_file needs disk_key and change_id (given or from the extents file header)',
                                   operation='validate', disk=self.disk)
@@ -464,6 +488,7 @@ def run_copy(options, check_mode=False, progress=None, progress_factory=None, re
                        'extent_count': job.extent_count, 'disk_key': request.disk_key})
         result.update(job.settings())
         if check_mode:
+            _resume(options, request, job, result, check_mode=True)
             preview = job.preview()
             result.update({
                 'changed': preview['data_bytes'] + preview['zero_bytes'] > 0,
@@ -479,8 +504,9 @@ def run_copy(options, check_mode=False, progress=None, progress_factory=None, re
             if reporter is not None:
                 reporter.start()
                 job.progress = _chain(progress, reporter.update)
+        start, write_checkpoint = _resume(options, request, job, result)
         started = time.monotonic()
-        job.copy()
+        job.copy(start, write_checkpoint)
         job.flush()
         verified = False
         if options.verify == 'checksum':
@@ -501,15 +527,21 @@ def run_copy(options, check_mode=False, progress=None, progress_factory=None, re
             'flushed': job.flushed,
             'committed_change_id': None,
             'state_updated': False,
+            'checkpoints': job.shared.checkpoints if job.shared is not None else 0,
         })
         if options.state_file:
             _commit(options, request, job.capacity, result)
+        if options.checkpoint_file:
+            checkpoint.remove(options.checkpoint_file)  # the disk is complete: nothing to resume
         if reporter is not None:
             reporter.finish(ok=True)
         return result
     except NbdCopyError as exc:
         if reporter is not None:
             reporter.finish(ok=False, message=exc.message)
+        if options.checkpoint_file and job.shared is not None and job.shared.checkpoints:
+            exc.resume = {'checkpoint_file': options.checkpoint_file,
+                          'checkpoints': job.shared.checkpoints}
         raise
     except BaseException:
         if reporter is not None:
@@ -519,6 +551,42 @@ def run_copy(options, check_mode=False, progress=None, progress_factory=None, re
         job.close()
         if reporter is not None:
             result['warnings'] = list(getattr(reporter, 'warnings', []) or [])
+
+
+def _resume(options, request, job, result, check_mode=False):
+    """Where the copy starts, from a checkpoint of the same copy, and the checkpoint writer (or None).
+
+    A checkpoint of another copy (snapshot, changeId, extents, target, size
+    or sync type differ) is removed before anything is written: its
+    watermark says nothing about this copy.
+    """
+    if not options.checkpoint_file:
+        return 0, None
+    identity = {'snapshot': options.snapshot_moref, 'change_id': request.change_id,
+                'extents_digest': request.digest, 'target': options.target, 'capacity_bytes': job.capacity,
+                'sync_type': request.sync_type, 'disk_key': request.disk_key}
+    saved = checkpoint.load(options.checkpoint_file)
+    start, why = 0, None
+    if saved is not None:
+        why = checkpoint.mismatch(saved, identity)
+        if why is None and 0 < saved['watermark'] <= job.capacity:
+            start = saved['watermark']
+    elif os.path.exists(options.checkpoint_file):
+        why = 'the checkpoint %s cannot be read' % options.checkpoint_file
+    if start:
+        done = bytes_below(job.plan, job.extents, start)
+        result['resumed_at_bytes'] = done
+        result['resume'] = 'resumed at %d of %d bytes (%s)' % (done, job.scope_bytes, options.checkpoint_file)
+    elif why:
+        result['resume'] = 'not resumed: %s; copying from the start' % why
+        if not check_mode:
+            checkpoint.remove(options.checkpoint_file)
+    if check_mode:
+        return start, None
+
+    def write_checkpoint(watermark):
+        checkpoint.write(options.checkpoint_file, identity, watermark)
+    return start, write_checkpoint
 
 
 def _commit(options, request, capacity, result):

@@ -88,18 +88,26 @@ def aligned_extents(plan, extents):
     return align_extents(iter(extents), plan.align, plan.capacity)
 
 
-def copy_items(plan, extents):
-    """The requests of a copy: block-status walks of a whole disk, or the (aligned) extents and their gaps."""
+def copy_items(plan, extents, start=0):
+    """The requests of a copy: block-status walks of a whole disk, or the (aligned) extents and their gaps.
+
+    ``start`` resumes a copy: what lies below it was copied already (a
+    checkpoint's watermark, which falls on a request boundary).
+    """
     if plan.whole_disk:
         if plan.block_status:
-            for offset, length in split_range(0, plan.capacity, SEGMENT_SIZE, plan.align):
+            for offset, length in split_range(start, plan.capacity - start, SEGMENT_SIZE, plan.align):
                 yield (PROBE, offset, length)
         else:
-            for offset, length in split_range(0, plan.capacity, plan.request_size, plan.preferred):
+            for offset, length in split_range(start, plan.capacity - start, plan.request_size, plan.preferred):
                 yield (COPY, offset, length)
         return
-    position = 0
+    position = start
     for offset, length in aligned_extents(plan, extents):
+        if offset + length <= start:
+            continue
+        if offset < start:
+            offset, length = start, offset + length - start
         if plan.fill_gaps and offset > position:
             for piece in split_range(position, offset - position, plan.zero_size, plan.align):
                 yield (ZERO,) + piece
@@ -109,6 +117,18 @@ def copy_items(plan, extents):
     if plan.fill_gaps and position < plan.capacity:
         for piece in split_range(position, plan.capacity - position, plan.zero_size, plan.align):
             yield (ZERO,) + piece
+
+
+def bytes_below(plan, extents, watermark):
+    """How much of the copy's scope lies below ``watermark`` (the part a resumed copy skips)."""
+    if plan.whole_disk or plan.fill_gaps:
+        return min(watermark, plan.capacity)
+    total = 0
+    for offset, length in aligned_extents(plan, extents):
+        if offset >= watermark:
+            break
+        total += min(offset + length, watermark) - offset
+    return total
 
 
 def verify_items(plan, extents):

@@ -27,7 +27,10 @@ from ansible_collections.migratekit.migration.plugins.module_utils._copy.errors 
 from ansible_collections.migratekit.migration.plugins.module_utils._copy.geometry import (
     BASE_ALLOCATION,
     BATCH,
+    CHECKPOINT_BYTES,
+    CHECKPOINT_INTERVAL,
     COPY,
+    FLUSH,
     MAX_RETRY_DELAY,
     OPERATIONS,
     PERMANENT_ERRNOS,
@@ -109,6 +112,8 @@ class Worker(object):
         self.data_runs = 0
         self.zero_by_write = plan.zero_by_write
         self.thread = None
+        self.active = set()       # requests started and not finished (for the checkpoint's watermark)
+        self.epoch_seen = 0
 
     # -- buffers --------------------------------------------------------
     def _take_slot(self):
@@ -147,6 +152,39 @@ class Worker(object):
         except Exception as exc:  # a bug or an unexpected libnbd state: fail the job, never hang
             self.shared.fail(NbdCopyError('copy worker %d failed: %s: %s' % (self.index, type(exc).__name__, exc),
                                           operation='copy', disk=self.plan.disk))
+        finally:
+            self.shared.retire(self)
+
+    # -- checkpoints ----------------------------------------------------
+    def _outstanding_min(self):
+        """The lowest offset of work this worker holds and has not finished (None: none)."""
+        low = None
+        for req in self.active:
+            if req.kind != FLUSH and (low is None or req.offset < low):
+                low = req.offset
+        for item in self.local:
+            if low is None or item[1] < low:
+                low = item[1]
+        return low
+
+    def _mark_epoch(self):
+        # Atomic with the stream: no item moves from the stream to a worker meanwhile.
+        shared = self.shared
+        epoch = shared.epoch
+        self.epoch_seen = epoch
+        with shared.work.lock:
+            low = self._outstanding_min()
+            position = shared.work.position
+        shared.mark(self, epoch, position if low is None else min(low, position))
+
+    def _send_checkpoint_flush(self):
+        due = self.shared.take_flush()
+        if due is None:
+            return
+        req = _Request(self, FLUSH, due, 0)
+        self.active.add(req)
+        self.inflight += 1
+        self._submit(req)
 
     def _loop(self):
         plan, shared = self.plan, self.shared
@@ -169,6 +207,10 @@ class Worker(object):
                 if self.inflight == 0 or not self._drainable():
                     break
             else:
+                if shared.epoch != self.epoch_seen:
+                    self._mark_epoch()
+                if shared.flush_due is not None:
+                    self._send_checkpoint_flush()
                 if self.retry:
                     now = time.monotonic()
                     while self.retry and self.retry[0][0] <= now:
@@ -232,6 +274,7 @@ class Worker(object):
         if self.retry:
             for _due, _seq, req in self.retry:
                 self._release(req)
+                self.active.discard(req)
                 self.inflight -= req.slots
             self.retry = []
         return self.inflight > 0
@@ -252,6 +295,7 @@ class Worker(object):
                     self.local.append((kind,) + piece)
                 offset, length = pieces[0]
         req = _Request(self, kind, offset, length)
+        self.active.add(req)
         if kind == COPY:
             req.slot = self._take_slot()
             req.buf = self._buffer(req.slot, length)
@@ -277,6 +321,7 @@ class Worker(object):
                         # sent as write-zeroes before the fallback (a retry): the zero
                         # buffer is request_size long, so write it in pieces
                         self.inflight -= req.slots
+                        self.active.discard(req)
                         self._start((ZERO, req.offset, req.length))
                         return
                     req.by_write = True
@@ -287,6 +332,8 @@ class Worker(object):
             elif kind == PROBE:
                 req.entries = None
                 self.src.aio_block_status(req.length, req.offset, req.extent, req.done)
+            elif kind == FLUSH:
+                self.dst.aio_flush(req.done)
             elif kind == VERIFY:
                 req.pending = 2
                 req.error = 0
@@ -314,9 +361,10 @@ class Worker(object):
             if err:
                 self._failed(req, err)
                 continue
-            if shared.failed and kind in (COPY, PROBE, VERIFY):
+            if shared.failed and kind in (COPY, PROBE, VERIFY, FLUSH):
                 # another request failed for good: send nothing new, just drain
                 self._release(req)
+                self.active.discard(req)
                 self.inflight -= req.slots
                 continue
             if kind == COPY:
@@ -324,6 +372,7 @@ class Worker(object):
                     self._release(req)
                     if plan.skip_zeros:
                         self.done_bytes += req.length
+                        self.active.discard(req)
                         self.inflight -= 1
                         continue
                     req.kind = ZERO
@@ -335,14 +384,21 @@ class Worker(object):
                 self._release(req)
                 self.written += req.length
                 self.done_bytes += req.length
+                self.active.discard(req)
                 self.inflight -= 1
             elif kind == ZERO:
                 self.zeroed += req.length
                 self.done_bytes += req.length
+                self.active.discard(req)
                 self.inflight -= 1
             elif kind == PROBE:
                 self.inflight -= 1
                 self._probed(req)
+                self.active.discard(req)
+            elif kind == FLUSH:
+                self.active.discard(req)
+                self.inflight -= 1
+                shared.checkpointed(req.offset)
             elif kind == VERIFY:
                 if self.pool[req.slot][:req.length] != self.pool[req.vslot][:req.length]:
                     shared.fail(VerifyError(
@@ -352,6 +408,7 @@ class Worker(object):
                 self._release(req)
                 self.verified += req.length
                 self.done_bytes += req.length
+                self.active.discard(req)
                 self.inflight -= 2
         shared.report()
 
@@ -401,11 +458,13 @@ class Worker(object):
             # The target refuses write-zeroes: write zero-filled buffers instead.
             self.zero_by_write = True
             self.inflight -= req.slots
+            self.active.discard(req)
             self.local.append((ZERO, req.offset, req.length))
             return
         if req.kind == PROBE and err in UNSUPPORTED_ERRNOS:
             # No block status after all: copy the segment, zero detection still applies.
             self.inflight -= 1
+            self.active.discard(req)
             pieces = list(split_range(req.offset, req.length, plan.request_size, plan.preferred))
             for offset, piece in reversed(pieces):
                 self.local.append((COPY, offset, piece))
@@ -419,6 +478,7 @@ class Worker(object):
             heapq.heappush(self.retry, (time.monotonic() + delay, self.seq, req))
             return
         self._release(req)
+        self.active.discard(req)
         self.inflight -= req.slots
         if shared.failed:
             return
@@ -435,11 +495,16 @@ class Worker(object):
 
 
 class _SafeIterator(object):
-    """Hand out work items from one generator to several threads."""
+    """Hand out work items from one generator to several threads.
 
-    def __init__(self, generator):
+    The items come in ascending, disjoint ranges, so ``position`` (the end of
+    the last one handed out) bounds everything still in the stream.
+    """
+
+    def __init__(self, generator, start=0):
         self.generator = generator
         self.lock = threading.Lock()
+        self.position = start
 
     def take(self, count):
         with self.lock:
@@ -449,6 +514,9 @@ class _SafeIterator(object):
                     items.append(next(self.generator))
             except StopIteration:
                 pass
+            if items:
+                last = items[-1]
+                self.position = last[1] + last[2]
             return items
 
 
@@ -456,12 +524,23 @@ class SharedState(object):
     """What the workers of one pass (a copy or a verify) share.
 
     The work stream (taken in batches), the first failure (which stops every
-    worker), the throttled progress callback ``progress(done, moved)`` and
-    the zero-filled buffers for targets that cannot write zeroes.
+    worker), the throttled progress callback ``progress(done, moved)``, the
+    zero-filled buffers for targets that cannot write zeroes, and the
+    checkpoints of a copy.
+
+    Checkpoints (``checkpoint(watermark)`` given): at least every
+    CHECKPOINT_INTERVAL seconds and every CHECKPOINT_BYTES, an epoch starts;
+    each worker marks the lowest offset of the work it holds unfinished (and
+    of what is left in the stream); once every worker has marked, the lowest
+    mark is the watermark: everything below it was written. One worker then
+    flushes the target (several connections only with multi-conn, where one
+    flush covers the writes of all) and, once the flush is answered, the
+    watermark is handed to ``checkpoint``. So a checkpoint never names data
+    that is not on the target's stable storage.
     """
 
-    def __init__(self, items, progress=None, zero_view=None):
-        self.work = _SafeIterator(items)
+    def __init__(self, items, progress=None, zero_view=None, checkpoint=None, start=0, base_done=0):
+        self.work = _SafeIterator(items, start)
         self.progress = progress
         self.failed = False
         self.error = None
@@ -471,6 +550,17 @@ class SharedState(object):
         self._fail_lock = threading.Lock()
         self._report_lock = threading.Lock()
         self._last_report = 0.0
+        self.base_done = base_done
+        self.checkpoint = checkpoint
+        self.epoch = 0
+        self.flush_due = None
+        self.checkpoints = 0
+        self._marks = None
+        self._participants = set()
+        self._checkpoint_lock = threading.Lock()
+        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint_done = 0
+        self._epoch_done = 0
 
     def next_item(self, worker):
         items = self.work.take(BATCH)
@@ -493,7 +583,7 @@ class SharedState(object):
         return buf
 
     def report(self, force=False):
-        if self.progress is None:
+        if self.progress is None and self.checkpoint is None:
             return
         now = time.monotonic()
         if not force and now - self._last_report < PROGRESS_MIN_INTERVAL:
@@ -507,15 +597,70 @@ class SharedState(object):
             for worker in self.workers:
                 done += worker.done_bytes
                 moved += worker.written
-            self.progress(done, moved)
+            if self.checkpoint is not None and self._marks is None and self.flush_due is None and (
+                    now - self._last_checkpoint >= CHECKPOINT_INTERVAL
+                    or done - self._last_checkpoint_done >= CHECKPOINT_BYTES):
+                self._start_epoch(done)
+            if self.progress is not None:
+                self.progress(self.base_done + done, moved)
         except Exception:  # progress is best effort, never fails a copy
             pass
         finally:
             self._report_lock.release()
 
+    # -- checkpoints ------------------------------------------------------------
+    def _start_epoch(self, done):
+        with self._checkpoint_lock:
+            if not self._participants:
+                return
+            self._marks = {}
+            self._epoch_done = done
+            self.epoch += 1
+
+    def mark(self, worker, epoch, low):
+        """``worker`` holds nothing unfinished below ``low`` (in epoch ``epoch``)."""
+        with self._checkpoint_lock:
+            if self._marks is None or epoch != self.epoch:
+                return
+            self._marks[worker.index] = low
+            self._close_epoch_locked()
+
+    def retire(self, worker):
+        """``worker`` has stopped: an epoch no longer waits for it."""
+        with self._checkpoint_lock:
+            self._participants.discard(worker.index)
+            if self._marks is not None:
+                self._marks.pop(worker.index, None)
+                if self._participants:
+                    self._close_epoch_locked()
+                else:
+                    self._marks = None
+
+    def _close_epoch_locked(self):
+        if self._participants and set(self._marks) >= self._participants:
+            self.flush_due = min(self._marks[index] for index in self._participants)
+            self._marks = None
+
+    def take_flush(self):
+        with self._checkpoint_lock:
+            due, self.flush_due = self.flush_due, None
+            return due
+
+    def checkpointed(self, watermark):
+        """The target was flushed after every write below ``watermark``: record it."""
+        try:
+            self.checkpoint(watermark)
+            self.checkpoints += 1
+        except Exception as exc:  # a checkpoint that cannot be written must not pass unnoticed
+            self.fail(NbdCopyError('cannot write the checkpoint of %s: %s' % (self.workers[0].plan.disk, exc),
+                                   operation='write checkpoint'))
+        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint_done = self._epoch_done
+
     def make_workers(self, plan, pairs):
         """One worker per ``(source, target)`` handle pair; returns them (the caller keeps them to close)."""
         self.workers = [Worker(plan, self, index, src, dst) for index, (src, dst) in enumerate(pairs)]
+        self._participants = set(worker.index for worker in self.workers)
         return self.workers
 
     def run(self):

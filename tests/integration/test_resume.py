@@ -1,0 +1,127 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A copy killed with -9 resumes from its last checkpoint, with real nbdkit servers.
+
+The source is slowed by nbdkit's rate filter so that a copy lasts long
+enough for checkpoints; the target logs every write (log filter), so the
+test counts what was written to it over all the runs.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from ansible_collections.migratekit.migration.tests.integration.helpers import (
+    PYTHON,
+    REPO_ROOT,
+    NbdkitProcess,
+    compare,
+    write_image,
+)
+
+pytest.importorskip('nbd')
+
+MiB = 1 << 20
+SIZE = 96 * MiB
+RATE = '48M'            # bits per second on the source: about 6 MiB/s, 16 s for the disk
+KILL_AFTER = 7.0        # one checkpoint (5 s) per run before the kill
+WRITE_RE = re.compile(r' Write id=\d+ offset=0x([0-9a-f]+) count=0x([0-9a-f]+)')
+
+CHILD = '''
+import json, sys
+sys.path.insert(0, %(collections)r)
+from ansible_collections.migratekit.migration.plugins.module_utils import nbd_copy
+result = nbd_copy.copy_disk(*sys.argv[1:3], sync_type='full', checkpoint_file=sys.argv[3], snapshot_moref=sys.argv[4],
+                            state_file=sys.argv[5], vm_uuid='vm-1', disk_key=2000, change_id='52 aa/7', connections=1,
+                            requests_in_flight=4)
+print(json.dumps(result))
+'''
+
+
+def random_image(path, size):
+    with open(path, 'wb') as handle:
+        for _chunk in range(size // MiB):
+            handle.write(os.urandom(MiB))
+    return path
+
+
+def written_bytes(log):
+    with open(log) as handle:
+        return sum(int(count, 16) for _offset, count in WRITE_RE.findall(handle.read()))
+
+
+@pytest.fixture
+def servers(tmp_path):
+    source = random_image(str(tmp_path / 'source.img'), SIZE)
+    target = write_image(str(tmp_path / 'target.img'), SIZE)
+    log = str(tmp_path / 'target.log')
+    src = NbdkitProcess(tmp_path, 'src', 'file', source, 'rate=' + RATE, read_only=True, filters=['rate'])
+    dst = NbdkitProcess(tmp_path, 'dst', 'file', target, 'logfile=' + log, filters=['log'])
+    yield source, target, log, src, dst
+    src.stop()
+    dst.stop()
+
+
+def copy(tmp_path, src, dst, snapshot='snapshot-12', kill_after=None):
+    argv = [PYTHON, '-c', CHILD % {'collections': os.path.join(REPO_ROOT, 'build', 'collections')}, src.uri, dst.uri,
+            str(tmp_path / 'disk.checkpoint.json'), snapshot, str(tmp_path / 'state.json')]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    if kill_after is not None:
+        time.sleep(kill_after)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        return None
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def checkpoint(tmp_path):
+    with open(str(tmp_path / 'disk.checkpoint.json')) as handle:
+        return json.load(handle)
+
+
+def committed(tmp_path):
+    try:
+        with open(str(tmp_path / 'state.json')) as handle:
+            return json.load(handle)['disks'].get('2000')
+    except IOError:
+        return None
+
+
+def test_a_copy_killed_twice_resumes_and_writes_each_byte_about_once(tmp_path, servers):
+    source, target, log, src, dst = servers
+    marks = []
+    for _run in range(2):
+        assert copy(tmp_path, src, dst, kill_after=KILL_AFTER) is None
+        saved = checkpoint(tmp_path)
+        assert saved['snapshot'] == 'snapshot-12' and saved['change_id'] == '52 aa/7'
+        assert committed(tmp_path) is None, 'a changeId committed before the disk was complete'
+        marks.append(saved['watermark'])
+    assert 0 < marks[0] < marks[1] < SIZE, marks
+    result = copy(tmp_path, src, dst)
+    assert result['resumed_at_bytes'] == marks[1] and result['resume'].startswith('resumed at %d of %d bytes'
+                                                                                  % (marks[1], SIZE))
+    assert result['bytes_written'] == SIZE - marks[1] and result['committed_change_id'] == '52 aa/7'
+    assert committed(tmp_path)['change_id'] == '52 aa/7'
+    assert not os.path.exists(str(tmp_path / 'disk.checkpoint.json')), 'a complete disk keeps no checkpoint'
+    compare(source, target)
+    total = written_bytes(log)
+    assert SIZE <= total <= 1.5 * SIZE, 'written %d bytes for a %d-byte disk' % (total, SIZE)
+
+
+def test_a_checkpoint_of_another_snapshot_is_dropped_and_the_copy_starts_over(tmp_path, servers):
+    source, target, log, src, dst = servers
+    assert copy(tmp_path, src, dst, kill_after=KILL_AFTER) is None
+    assert checkpoint(tmp_path)['watermark'] > 0
+    result = copy(tmp_path, src, dst, snapshot='snapshot-13')
+    assert result.get('resumed_at_bytes') is None and result['bytes_written'] == SIZE
+    assert result['resume'].startswith('not resumed: the checkpoint is for snapshot snapshot-12, this copy is for '
+                                       'snapshot-13'), result
+    compare(source, target)
