@@ -91,10 +91,12 @@ from ansible_collections.migratekit.migration.plugins.module_utils._copy.geometr
     errno_name,
     gaps,
     length_classes,
+    merge_ranges,
     request_quantum,
     runs_from_block_status,
     split_range,
     throughput,
+    uncovered,
 )
 from ansible_collections.migratekit.migration.plugins.module_utils._copy.job import (
     DiskCopy,
@@ -117,9 +119,9 @@ __all__ = [
     'SharedState', 'UNSUPPORTED_ERRNOS', 'VERIFY', 'VERIFY_CHOICES', 'ValidationError', 'VerifyError', 'WRITE',
     'Worker', 'ZERO', 'ZERO_REQUEST_SIZE', 'align_down', 'align_extents', 'align_runs', 'align_up',
     'check_incremental_base', 'class_pieces', 'close_handle', 'copy_disk', 'copy_module', 'describe_errno',
-    'effective_request_size', 'errno_name', 'error_details', 'error_message', 'gaps', 'length_classes',
+    'effective_request_size', 'errno_name', 'error_details', 'error_message', 'gaps', 'length_classes', 'merge_ranges',
     'open_handle', 'progress_factory', 'request_quantum', 'resolve_extents', 'run_copy',
-    'runs_from_block_status', 'split_range', 'throughput',
+    'runs_from_block_status', 'split_range', 'throughput', 'uncovered',
 ]
 
 # The old private name of the worker (tests and benchmarks of the first wave).

@@ -228,6 +228,10 @@ snapshot:
       description: Whether an existing snapshot of that name was reused instead of creating one.
       type: bool
       sample: false
+    power_state:
+      description: The power state of the VM when the snapshot was taken (null when vSphere does not say).
+      type: str
+      sample: poweredOff
     removed:
       description:
         - With O(state=absent), true when the snapshot was (or in check mode would be) removed.

@@ -250,14 +250,16 @@ def test_a_copy_killed_three_times_resumes_and_writes_each_byte_about_once(env, 
         finally:
             kill_group_except(proc.pid, keep=b'nbdkit')
             proc.wait()
-        watermarks.append(json.load(open(checkpoint_path))['watermark'])
+        saved = json.load(open(checkpoint_path))
+        watermarks.append(saved['watermark'])
+        done = saved['watermark'] + sum(end - start for start, end in saved['done_above'])
         assert vm2_change_id(env) is None, 'a changeId committed before the disk was complete'
         assert 'VM2' in env.snapshots(), 'the snapshot of the interrupted copy is kept'
     assert watermarks == sorted(watermarks) and watermarks[0] > 0, watermarks
     run = env.playbook('incremental_sync.yml', limit='VM2', extra=extra)
     assert run.rc == 0 and run.failed_hosts() == [], run
     disk = run.disk('VM2', KEY)
-    assert disk['resumed_at_bytes'] == watermarks[-1] and 'resumed at %d of' % watermarks[-1] in disk['resume']
+    assert disk['resumed_at_bytes'] == done and 'resumed at %d of' % done in disk['resume']
     assert 'disk %d resumed at' % KEY in run.results['VM2']['sync']['message']
     assert vm2_change_id(env) == disk['committed_change_id'] and not os.path.exists(checkpoint_path)
     assert env.target_equals_source('VM2', KEY)
@@ -279,4 +281,30 @@ def test_a_cycle_killed_at_any_point_never_commits_ahead_of_its_data(env, logged
     assert run.rc == 0 and run.failed_hosts() == [], (finished, run)
     assert vm2_change_id(env) != before
     assert env.target_equals_source('VM2', KEY)
+    env.assert_clean()
+
+
+def test_a_cutover_never_resumes_from_a_snapshot_taken_while_the_vm_ran(env):
+    # an incremental sync of VM1 killed after a checkpoint: its snapshot (VM on) and checkpoint stay
+    env.lab.write('VM1', KEY, offset=8 * MiB, length=6 * MiB, seed=50)
+    checkpoint_path = os.path.join(env.state_dir, 'VM1-%d.checkpoint.json' % KEY)
+    proc = env.start('incremental_sync.yml', limit='VM1', extra=RESUME_SLOW)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(checkpoint_path) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert os.path.exists(checkpoint_path) and proc.poll() is None
+    finally:
+        kill_group_except(proc.pid, keep=b'nbdkit')
+        proc.wait()
+    assert 'VM1' in env.snapshots()
+    # the guest goes on writing after that snapshot, until the cutover shuts it down
+    late = env.lab.write('VM1', KEY, offset=MiB, length=64 * 1024, seed=51)
+    run = env.playbook('cutover.yml', limit='VM1', extra={'migratekit_cutover_shutdown_timeout': 30})
+    assert run.rc == 0 and run.failed_hosts() == [], run
+    assert re.search(r'VM VM1: the snapshot snapshot-\d+ left over by an interrupted cycle is \d+ s old: replaced by '
+                     r'a fresh one \(taken while the VM was poweredOn', run.out), run
+    assert run.disk('VM1', KEY)['resumed_at_bytes'] == 0 and late
+    assert env.target_equals_source('VM1', KEY), 'the cutover missed what the VM wrote after the old snapshot'
+    assert not os.path.exists(checkpoint_path)
     env.assert_clean()

@@ -425,9 +425,10 @@ def test_interrupted_cycle_is_cleaned_up_by_the_next(env):
         'migratekit_copy_connections': 1, 'migratekit_copy_requests_in_flight': 1})
     try:
         deadline = time.monotonic() + 120
-        while len(env.our_nbdkit()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        # one server: disk 2001 has nothing to copy (its new changeId is committed at the snapshot)
+        while len(env.our_nbdkit()) < 1 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
-        assert len(env.our_nbdkit()) == 2, 'the source servers did not start'
+        assert len(env.our_nbdkit()) == 1, 'the source server did not start'
         time.sleep(3)  # the copy of disk 2000 is under way: one 1-second read at a time
         assert proc.poll() is None
     finally:
@@ -435,9 +436,9 @@ def test_interrupted_cycle_is_cleaned_up_by_the_next(env):
         # nbdkit daemons survive (a Ctrl-C or an AWX cancel would stop them too).
         kill_group_except(proc.pid, keep=b'nbdkit')
         proc.wait()
-    assert len(env.our_nbdkit()) == 2
+    assert len(env.our_nbdkit()) == 1
     assert 'VM8' in env.snapshots()
-    assert env.state('VM8') == before  # nothing committed
+    assert env.state('VM8')['disks']['2000'] == before['disks']['2000']  # nothing committed for the copied disk
     run = env.playbook('incremental_sync.yml', limit='VM8')
     assert run.rc == 0, run
     assert run.disk('VM8', 2000)['sync_type'] == 'incremental' and run.disk('VM8', 2000)['bytes_written'] > 0

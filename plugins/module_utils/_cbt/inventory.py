@@ -139,6 +139,8 @@ def snapshot_facts(node, now=None, reused=False):
         'created': _iso(created),
         'age_seconds': age,
         'reused': reused,
+        # SnapshotTree.state: "The power state of the virtual machine when this snapshot was taken"
+        'power_state': str(node.state) if getattr(node, 'state', None) else None,
     }
 
 

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A copy's checkpoint: how far an interrupted copy got, and what it belongs to.
 
-The file holds a watermark (everything below it was written and flushed)
-and the identity of the copy: the snapshot the source serves, its changeId,
+The file holds a watermark (everything below it was written and flushed),
+the ranges done above it (``done_above``, ``[start, end)`` pairs: work that
+finished while earlier work was still under way) and the identity of the copy: the snapshot the source serves, its changeId,
 a digest of the extents, the target, the disk size and the sync type. A copy
 resumes from a checkpoint only when all of these match; any other checkpoint
 is removed before the copy writes anything. Written atomically (temp file,
@@ -52,6 +53,12 @@ def load(path):
         return None
     if not isinstance(saved, dict) or saved.get('version') != VERSION or not isinstance(saved.get('watermark'), int):
         return None
+    done = saved.get('done_above', [])
+    if not isinstance(done, list) or not all(isinstance(pair, list) and len(pair) == 2 and
+                                             all(isinstance(value, int) for value in pair) and
+                                             saved['watermark'] <= pair[0] < pair[1] for pair in done):
+        return None
+    saved['done_above'] = done
     return saved
 
 
@@ -63,8 +70,8 @@ def mismatch(saved, identity):
     return None
 
 
-def write(path, identity, watermark, now=None):
-    data = dict(identity, version=VERSION, watermark=int(watermark),
+def write(path, identity, watermark, done_above=(), now=None):
+    data = dict(identity, version=VERSION, watermark=int(watermark), done_above=[list(pair) for pair in done_above],
                 written_at=(now or datetime.datetime.utcnow()).strftime('%Y-%m-%dT%H:%M:%SZ'))
     sync_state.write_atomic(path, data, what='checkpoint')
 

@@ -11,6 +11,7 @@ benchmarks/README.md).
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import bisect
 import errno
 import os
 
@@ -257,3 +258,37 @@ def length_classes(request_size, quantum, align):
 
 def throughput(bytes_moved, elapsed):
     return int(bytes_moved / elapsed) if elapsed > 0 else 0
+
+
+def merge_ranges(ranges):
+    """Sorted, merged ``[start, end)`` pairs from ``(offset, length)`` or ``[start, end)`` ones (see callers)."""
+    merged = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1][1] = end
+        else:
+            merged.append([start, end])
+    return merged
+
+
+def uncovered(offset, length, covered):
+    """The parts of ``[offset, offset + length)`` outside the sorted, merged ``[start, end)`` pairs ``covered``."""
+    parts = []
+    position, end = offset, offset + length
+    index = bisect.bisect_right(covered, [offset, float('inf')]) - 1
+    index = max(index, 0)
+    while position < end and index < len(covered):
+        start, stop = covered[index]
+        if stop <= position:
+            index += 1
+            continue
+        if start >= end:
+            break
+        if start > position:
+            parts.append((position, start - position))
+        position = max(position, stop)
+        index += 1
+    if position < end:
+        parts.append((position, end - position))
+    return parts

@@ -284,25 +284,25 @@ class DiskCopy(object):
         return data, runs
 
     # -- work -----------------------------------------------------------
-    def _run(self, items, checkpoint_to=None, start=0, base_done=0):
+    def _run(self, items, checkpoint_to=None, start=0, base_done=0, done_above=()):
         self._connect_more()
         if self.zero_view is None:
             self.zero_view = memoryview(bytearray(self.plan.request_size))
         shared = SharedState(items, self.progress, self.zero_view, checkpoint=checkpoint_to, start=start,
-                             base_done=base_done)
+                             base_done=base_done, done_above=done_above)
         self.workers = shared.make_workers(self.plan, self.pairs)
         self.shared = shared
         shared.run()
 
-    def copy(self, start=0, checkpoint_to=None):
-        """Copy from ``start`` (a checkpoint's watermark); return counters.
+    def copy(self, start=0, checkpoint_to=None, done_above=()):
+        """Copy from ``start`` (a checkpoint's watermark), skipping ``done_above``; return counters.
 
-        ``checkpoint_to(watermark)`` is called after each checkpoint flush.
+        ``checkpoint_to(watermark, done_above)`` is called after each checkpoint flush.
         Raises CopyIOError (nothing committed).
         """
         started = time.monotonic()
-        self.resumed_bytes = bytes_below(self.plan, self.extents, start) if start else 0
-        self._run(copy_items(self.plan, self.extents, start), checkpoint_to, start, self.resumed_bytes)
+        self.resumed_bytes = resumed_bytes(self.plan, self.extents, start, done_above)
+        self._run(copy_items(self.plan, self.extents, start), checkpoint_to, start, self.resumed_bytes, done_above)
         elapsed = time.monotonic() - started
         written = sum(w.written for w in self.workers)
         zeroed = sum(w.zeroed for w in self.workers)
@@ -504,9 +504,9 @@ def run_copy(options, check_mode=False, progress=None, progress_factory=None, re
             if reporter is not None:
                 reporter.start()
                 job.progress = _chain(progress, reporter.update)
-        start, write_checkpoint = _resume(options, request, job, result)
+        start, done_above, write_checkpoint = _resume(options, request, job, result)
         started = time.monotonic()
-        job.copy(start, write_checkpoint)
+        job.copy(start, write_checkpoint, done_above)
         job.flush()
         verified = False
         if options.verify == 'checksum':
@@ -561,20 +561,20 @@ def _resume(options, request, job, result, check_mode=False):
     watermark says nothing about this copy.
     """
     if not options.checkpoint_file:
-        return 0, None
+        return 0, (), None
     identity = {'snapshot': options.snapshot_moref, 'change_id': request.change_id,
                 'extents_digest': request.digest, 'target': options.target, 'capacity_bytes': job.capacity,
                 'sync_type': request.sync_type, 'disk_key': request.disk_key}
     saved = checkpoint.load(options.checkpoint_file)
-    start, why = 0, None
+    start, done_above, why = 0, (), None
     if saved is not None:
         why = checkpoint.mismatch(saved, identity)
         if why is None and 0 < saved['watermark'] <= job.capacity:
-            start = saved['watermark']
+            start, done_above = saved['watermark'], saved['done_above']
     elif os.path.exists(options.checkpoint_file):
         why = 'the checkpoint %s cannot be read' % options.checkpoint_file
     if start:
-        done = bytes_below(job.plan, job.extents, start)
+        done = resumed_bytes(job.plan, job.extents, start, done_above)
         result['resumed_at_bytes'] = done
         result['resume'] = 'resumed at %d of %d bytes (%s)' % (done, job.scope_bytes, options.checkpoint_file)
     elif why:
@@ -582,11 +582,18 @@ def _resume(options, request, job, result, check_mode=False):
         if not check_mode:
             checkpoint.remove(options.checkpoint_file)
     if check_mode:
-        return start, None
+        return start, done_above, None
 
-    def write_checkpoint(watermark):
-        checkpoint.write(options.checkpoint_file, identity, watermark)
-    return start, write_checkpoint
+    def write_checkpoint(watermark, done):
+        checkpoint.write(options.checkpoint_file, identity, watermark, done)
+    return start, done_above, write_checkpoint
+
+
+def resumed_bytes(plan, extents, start, done_above):
+    """What an earlier run did of this copy: its scope below ``start`` and the ranges above it."""
+    if not start:
+        return 0
+    return bytes_below(plan, extents, start) + sum(end - begin for begin, end in done_above)
 
 
 def _commit(options, request, capacity, result):

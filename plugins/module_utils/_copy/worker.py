@@ -44,8 +44,10 @@ from ansible_collections.migratekit.migration.plugins.module_utils._copy.geometr
     align_runs,
     class_pieces,
     describe_errno,
+    merge_ranges,
     runs_from_block_status,
     split_range,
+    uncovered,
 )
 
 
@@ -114,6 +116,8 @@ class Worker(object):
         self.thread = None
         self.active = set()       # requests started and not finished (for the checkpoint's watermark)
         self.epoch_seen = 0
+        self.finished = []        # [start, end) of work done since the last mark (checkpointed copies only)
+        self.track = shared.checkpoint is not None
 
     # -- buffers --------------------------------------------------------
     def _take_slot(self):
@@ -175,13 +179,15 @@ class Worker(object):
         with shared.work.lock:
             low = self._outstanding_min()
             position = shared.work.position
-        shared.mark(self, epoch, position if low is None else min(low, position))
+        finished, self.finished = self.finished, []
+        shared.mark(self, epoch, position if low is None else min(low, position), finished)
 
     def _send_checkpoint_flush(self):
         due = self.shared.take_flush()
         if due is None:
             return
-        req = _Request(self, FLUSH, due, 0)
+        req = _Request(self, FLUSH, due[0], 0)
+        req.entries = due[1]      # the ranges done above the watermark, checkpointed with it
         self.active.add(req)
         self.inflight += 1
         self._submit(req)
@@ -281,6 +287,16 @@ class Worker(object):
 
     def _start(self, item):
         kind, offset, length = item
+        if self.shared.skip and (kind == COPY or kind == ZERO):
+            # a resumed copy: what an earlier run did above its watermark is not done again
+            parts = uncovered(offset, length, self.shared.skip)
+            if not parts:
+                self.done_bytes += length
+                return
+            self.done_bytes += length - sum(part[1] for part in parts)
+            for part in reversed(parts[1:]):
+                self.local.append((kind,) + part)
+            offset, length = parts[0]
         if kind == COPY or kind == VERIFY or (kind == ZERO and self.zero_by_write):
             plan = self.plan
             if length > plan.request_size:
@@ -372,6 +388,8 @@ class Worker(object):
                     self._release(req)
                     if plan.skip_zeros:
                         self.done_bytes += req.length
+                        if self.track:
+                            self.finished.append([req.offset, req.offset + req.length])
                         self.active.discard(req)
                         self.inflight -= 1
                         continue
@@ -384,11 +402,15 @@ class Worker(object):
                 self._release(req)
                 self.written += req.length
                 self.done_bytes += req.length
+                if self.track:
+                    self.finished.append([req.offset, req.offset + req.length])
                 self.active.discard(req)
                 self.inflight -= 1
             elif kind == ZERO:
                 self.zeroed += req.length
                 self.done_bytes += req.length
+                if self.track:
+                    self.finished.append([req.offset, req.offset + req.length])
                 self.active.discard(req)
                 self.inflight -= 1
             elif kind == PROBE:
@@ -398,7 +420,7 @@ class Worker(object):
             elif kind == FLUSH:
                 self.active.discard(req)
                 self.inflight -= 1
-                shared.checkpointed(req.offset)
+                shared.checkpointed(req.offset, req.entries)
             elif kind == VERIFY:
                 if self.pool[req.slot][:req.length] != self.pool[req.vslot][:req.length]:
                     shared.fail(VerifyError(
@@ -440,6 +462,8 @@ class Worker(object):
             if is_zero:
                 if plan.skip_zeros:
                     self.done_bytes += length
+                    if self.track:
+                        self.finished.append([start, start + length])
                     continue
                 pieces = list(split_range(start, length, plan.zero_size, plan.align))
                 kind = ZERO
@@ -539,7 +563,7 @@ class SharedState(object):
     that is not on the target's stable storage.
     """
 
-    def __init__(self, items, progress=None, zero_view=None, checkpoint=None, start=0, base_done=0):
+    def __init__(self, items, progress=None, zero_view=None, checkpoint=None, start=0, base_done=0, done_above=()):
         self.work = _SafeIterator(items, start)
         self.progress = progress
         self.failed = False
@@ -561,6 +585,10 @@ class SharedState(object):
         self._last_checkpoint = time.monotonic()
         self._last_checkpoint_done = 0
         self._epoch_done = 0
+        # [start, end) ranges done above the watermark: an earlier run's (skipped now) and this run's
+        self.skip = merge_ranges(done_above)
+        self._carry = [list(pair) for pair in self.skip]
+        self._pool = []
 
     def next_item(self, worker):
         items = self.work.take(BATCH)
@@ -617,9 +645,10 @@ class SharedState(object):
             self._epoch_done = done
             self.epoch += 1
 
-    def mark(self, worker, epoch, low):
-        """``worker`` holds nothing unfinished below ``low`` (in epoch ``epoch``)."""
+    def mark(self, worker, epoch, low, finished=()):
+        """``worker`` holds nothing unfinished below ``low`` (in epoch ``epoch``) and did ``finished``."""
         with self._checkpoint_lock:
+            self._pool.extend(finished)
             if self._marks is None or epoch != self.epoch:
                 return
             self._marks[worker.index] = low
@@ -628,6 +657,8 @@ class SharedState(object):
     def retire(self, worker):
         """``worker`` has stopped: an epoch no longer waits for it."""
         with self._checkpoint_lock:
+            self._pool.extend(worker.finished)
+            worker.finished = []
             self._participants.discard(worker.index)
             if self._marks is not None:
                 self._marks.pop(worker.index, None)
@@ -638,7 +669,12 @@ class SharedState(object):
 
     def _close_epoch_locked(self):
         if self._participants and set(self._marks) >= self._participants:
-            self.flush_due = min(self._marks[index] for index in self._participants)
+            watermark = min(self._marks[index] for index in self._participants)
+            # what is done above the watermark stays known (bounded: it lies between unfinished work)
+            done = merge_ranges(self._carry + self._pool)
+            self._carry = [[max(start, watermark), end] for start, end in done if end > watermark]
+            self._pool = []
+            self.flush_due = (watermark, [list(pair) for pair in self._carry])
             self._marks = None
 
     def take_flush(self):
@@ -646,10 +682,10 @@ class SharedState(object):
             due, self.flush_due = self.flush_due, None
             return due
 
-    def checkpointed(self, watermark):
-        """The target was flushed after every write below ``watermark``: record it."""
+    def checkpointed(self, watermark, done_above=()):
+        """The target was flushed after every write below ``watermark`` and in ``done_above``: record it."""
         try:
-            self.checkpoint(watermark)
+            self.checkpoint(watermark, done_above)
             self.checkpoints += 1
         except Exception as exc:  # a checkpoint that cannot be written must not pass unnoticed
             self.fail(NbdCopyError('cannot write the checkpoint of %s: %s' % (self.workers[0].plan.disk, exc),

@@ -54,7 +54,7 @@ def test_find_snapshots_walks_the_tree_oldest_first():
     assert cbt.find_snapshots(None, 'migratekit') == []
     facts = cbt.snapshot_facts(cbt.find_snapshots(tree, 'migratekit')[-1], now=t0 + datetime.timedelta(hours=3))
     assert facts == {'moid': 'snapshot-3', 'name': 'migratekit', 'created': '2026-01-01T02:00:00Z',
-                     'age_seconds': 3600, 'reused': False}
+                     'age_seconds': 3600, 'reused': False, 'power_state': None}
 
 
 def test_check_extents_dir(tmp_path):

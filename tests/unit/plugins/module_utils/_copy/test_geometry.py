@@ -132,3 +132,13 @@ def test_align_runs_drops_a_zero_run_smaller_than_a_block():
 def test_align_runs_keeps_an_unaligned_zero_tail_at_the_end_of_the_disk():
     runs = [(0, 4096, False), (4096, 5000, True)]
     assert nbd_copy.align_runs(runs, 4096, 9096) == [(0, 4096, False), (4096, 5000, True)]
+
+
+def test_merge_ranges_and_uncovered_parts():
+    covered = nbd_copy.merge_ranges([[10, 20], [0, 5], [18, 30], [40, 50]])
+    assert covered == [[0, 5], [10, 30], [40, 50]]
+    assert nbd_copy.uncovered(0, 60, covered) == [(5, 5), (30, 10), (50, 10)]
+    assert nbd_copy.uncovered(12, 10, covered) == []
+    assert nbd_copy.uncovered(25, 20, covered) == [(30, 10)]
+    assert nbd_copy.uncovered(60, 5, covered) == [(60, 5)]
+    assert nbd_copy.uncovered(3, 4, []) == [(3, 4)]

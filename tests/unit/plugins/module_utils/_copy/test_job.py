@@ -99,7 +99,7 @@ class FakeCopy(object):
         self._step('plan')
         return {'data_bytes': 4096, 'zero_bytes': 0, 'skipped_bytes': 0, 'extent_count': 1}
 
-    def copy(self, start=0, checkpoint_to=None):
+    def copy(self, start=0, checkpoint_to=None, done_above=()):
         self._step('copy')
         self.stats = {'bytes_written': 4096, 'bytes_zeroed': 0, 'bytes_skipped': 0, 'retried_requests': 0,
                       'copy_elapsed': 0.5}

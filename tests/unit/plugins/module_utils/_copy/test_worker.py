@@ -43,6 +43,10 @@ class FakeShared(object):
     def __init__(self, request_size):
         self.failed = False
         self.error = None
+        self.checkpoint = None
+        self.skip = []
+        self.epoch = 0
+        self.flush_due = None
         self.zero_view = memoryview(bytearray(request_size))
         self.reports = 0
 
