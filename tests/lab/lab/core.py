@@ -708,6 +708,37 @@ class Lab:
         return SmartConnect(host=vc["hostname"], port=vc["port"], user=vc["username"], pwd=vc["password"],
                             disableSslCertValidation=True)
 
+    # ------------------------------------------------------------ a user's snapshots
+    def user_snapshot(self, vm, name, description="a user's snapshot"):
+        """Take a snapshot of ``vm`` as a user would (CreateSnapshot_Task through pyvmomi); returns its moid."""
+        from pyVim.connect import Disconnect
+        from pyVim.task import WaitForTask
+        si = self.connect()
+        try:
+            obj = si.content.searchIndex.FindByInventoryPath(self.vm(vm)["path"])
+            task = obj.CreateSnapshot_Task(name=name, description=description, memory=False, quiesce=False)
+            WaitForTask(task, si=si)
+            return task.info.result._moId
+        finally:
+            Disconnect(si)
+
+    def snapshot_names(self, vm):
+        """Names of every snapshot of ``vm`` in its tree, depth first (pyvmomi)."""
+        from pyVim.connect import Disconnect
+        si = self.connect()
+        try:
+            obj = si.content.searchIndex.FindByInventoryPath(self.vm(vm)["path"])
+            names = []
+
+            def walk(trees):
+                for t in trees:
+                    names.append(t.name)
+                    walk(t.childSnapshotList)
+            walk(obj.snapshot.rootSnapshotList if obj.snapshot else [])
+            return names
+        finally:
+            Disconnect(si)
+
     # ------------------------------------------------------------ down
     def _stop(self, name, timeout=5.0):
         pid = self._read_pid(name)
