@@ -101,6 +101,14 @@ options:
     description:
       - With I(format=vmdk), a read limit in bytes per second (a qemu throttle group), to spare a busy datastore.
     type: int
+  aio:
+    description:
+      - With I(format=vmdk), how qemu-nbd does its I/O (C(--aio)). C(io_uring) reads sparse delta links
+        markedly faster than the thread pool (C(threads)); C(auto) takes C(io_uring) when this kernel allows it
+        (not disabled by sysctl or a container's seccomp profile) and C(threads) otherwise.
+    type: str
+    choices: [auto, io_uring, threads]
+    default: auto
   qemu_nbd_path:
     description:
       - The qemu-nbd program to run.

@@ -19,6 +19,7 @@ from ansible_collections.migratekit.migration.plugins.module_utils.errors import
 
 TRANSPORTS = ('file', 'vddk')
 FORMATS = ('vmdk', 'raw')
+AIO_MODES = ('auto', 'io_uring', 'threads')
 COMPRESSIONS = ('none', 'zlib', 'fastlz', 'skipz')
 PASSWORD_MARK = '.password.'
 THUMBPRINT_RE = re.compile(r'^([0-9A-Fa-f]{2}:){19}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$')
@@ -212,10 +213,40 @@ def _file_config(options, config):
                                 % options.read_bps_limit)
     if options.connections < 1:
         raise NbdkitConfigError('connections: expected at least 1, got %r' % options.connections)
-    config.update(readonly=True, qemu_nbd_path=options.qemu_nbd_path or 'qemu-nbd',
+    aio = options.aio or 'auto'
+    if aio not in AIO_MODES:
+        raise NbdkitConfigError('aio: expected one of %s, got %r' % (', '.join(AIO_MODES), aio))
+    if aio == 'auto':
+        aio = 'io_uring' if io_uring_usable() else 'threads'
+    config.update(readonly=True, qemu_nbd_path=options.qemu_nbd_path or 'qemu-nbd', aio=aio,
                   connections=options.connections, read_bps_limit=options.read_bps_limit,
                   datastore_dir=root, chain=check_chain(config['path'], root))
     return config
+
+
+def io_uring_usable():
+    """True when this kernel lets this process use io_uring (not disabled by sysctl or a seccomp profile).
+
+    Asks the kernel itself: io_uring_setup(1, params) returns a file descriptor
+    (closed at once) or fails with ENOSYS (no io_uring) or EPERM (forbidden).
+    """
+    try:
+        with open('/proc/sys/kernel/io_uring_disabled') as handle:
+            if handle.read().strip() not in ('', '0'):
+                return False
+    except (IOError, OSError):
+        pass
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
+        fd = libc.syscall(425, 1, params)  # __NR_io_uring_setup in the generic syscall table (x86_64, arm64, ...)
+    except Exception:  # pylint: disable=broad-except
+        return False
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
 
 
 def server_program(config):
@@ -231,6 +262,8 @@ def build_qemu_nbd_argv(config):
     """qemu-nbd serving a VMDK chain read-only: block status (base:allocation) and multi-conn come with it."""
     argv = [config['qemu_nbd_path'], '--read-only', '--persistent', '--shared=%d' % int(config['connections']),
             '--socket=' + config['socket'], '--pid-file=' + config['pidfile'], '--fork']
+    if config.get('aio') and config['aio'] != 'threads':
+        argv.append('--aio=' + config['aio'])
     if config.get('read_bps_limit'):
         argv.extend(['--object', 'throttle-group,id=migratekit0,x-bps-read=%d' % int(config['read_bps_limit']),
                      '--image-opts', 'driver=throttle,throttle-group=migratekit0,file.driver=vmdk,'

@@ -86,7 +86,7 @@ def test_a_qemu_chain_is_checked_through_the_sparse_child(tmp_path):
 def test_qemu_nbd_argv_and_refusals(tmp_path):
     path = descriptor(tmp_path)
     (tmp_path / 'vm-flat.vmdk').write_bytes(b'')
-    config = validate(dict(socket='/s/d.sock', path=path, datastore_dir=str(tmp_path), connections=2))
+    config = validate(dict(socket='/s/d.sock', path=path, datastore_dir=str(tmp_path), connections=2, aio='threads'))
     assert nbdkit.server_program(config) == 'qemu-nbd'
     assert nbdkit.build_argv(config) == [
         'qemu-nbd', '--read-only', '--persistent', '--shared=2', '--socket=/s/d.sock', '--pid-file=/s/d.sock.pid',
@@ -100,3 +100,15 @@ def test_qemu_nbd_argv_and_refusals(tmp_path):
             validate(dict(dict(socket='/s/d.sock', path=path), **over))
     assert nbdkit.is_our_server(nbdkit.build_argv(config), '/s/d.sock')
     assert not nbdkit.is_our_server(nbdkit.build_argv(config), '/s/other.sock')
+
+
+def test_aio_auto_follows_the_kernel(tmp_path, monkeypatch):
+    path = descriptor(tmp_path)
+    (tmp_path / 'vm-flat.vmdk').write_bytes(b'')
+    from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server import config as nbd_config
+    for usable, expected in ((True, ['--aio=io_uring']), (False, [])):
+        monkeypatch.setattr(nbd_config, 'io_uring_usable', lambda: usable)
+        argv = nbdkit.build_argv(validate(dict(socket='/s/d.sock', path=path)))
+        assert [arg for arg in argv if arg.startswith('--aio')] == expected
+    assert '--aio=io_uring' in nbdkit.build_argv(validate(dict(socket='/s/d.sock', path=path, aio='io_uring')))
+    assert isinstance(nbd_config.io_uring_usable(), bool)
