@@ -22,7 +22,7 @@ from pyVim.connect import Disconnect, SmartConnect  # noqa: E402
 from pyVim.task import WaitForTask  # noqa: E402
 from pyVmomi import vim  # noqa: E402
 
-from lab import Lab, chain_read, chain_sha256, compare_chain, pid_alive  # noqa: E402  (conftest puts tests/lab on sys.path)
+from lab import Lab, chain_read, chain_sha256, pid_alive  # noqa: E402  (conftest puts tests/lab on sys.path)
 
 MiB = 1 << 20
 CBT_BLOCK = 64 * 1024

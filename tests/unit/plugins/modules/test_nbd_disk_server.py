@@ -24,9 +24,9 @@ def test_check_mode_start_plans_without_starting(run_module, tmp_path):
 def test_vddk_check_mode_hides_password(run_module, tmp_path):
     directory = tmp_path / 'p'
     directory.mkdir(mode=0o700)
-    out = run_module(nbd_disk_server, dict(socket=str(directory / 'd.sock'), transport='vddk', server='vc', username='u',
-                                         password=SECRET, thumbprint=THUMB, vm_moref='vm-1',
-                                         backing_file='[ds] a/a.vmdk'), check_mode=True)
+    out = run_module(nbd_disk_server, dict(socket=str(directory / 'd.sock'), transport='vddk', server='vc',
+                                           username='u', password=SECRET, thumbprint=THUMB, vm_moref='vm-1',
+                                           backing_file='[ds] a/a.vmdk'), check_mode=True)
     assert not out.failed
     assert SECRET not in json.dumps(out.result)
     assert 'password=+*' in out.result['argv']
@@ -41,7 +41,7 @@ def test_vddk_missing_parameters_fail(run_module, tmp_path):
 def test_bad_thumbprint_fails_naming_operation_and_socket(run_module, tmp_path):
     sock = str(tmp_path / 'd.sock')
     out = run_module(nbd_disk_server, dict(socket=sock, transport='vddk', server='vc', username='u', password=SECRET,
-                                         thumbprint='zz', vm_moref='vm-1', backing_file='[ds] a/a.vmdk'))
+                                           thumbprint='zz', vm_moref='vm-1', backing_file='[ds] a/a.vmdk'))
     assert out.failed
     assert out.result['msg'].startswith('nbd_disk_server: cannot configure the server on %s' % sock)
     assert 'thumbprint' in out.result['msg'] and SECRET not in out.result['msg']

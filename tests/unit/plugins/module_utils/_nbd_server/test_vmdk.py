@@ -38,7 +38,7 @@ def test_flat_descriptor_and_its_extent(tmp_path):
 
 
 @pytest.mark.parametrize('make, needle', [
-    (lambda d: descriptor(d), 'extent %s/vm-flat.vmdk, which is missing'),
+    (descriptor, 'extent %s/vm-flat.vmdk, which is missing'),
     (lambda d: descriptor(d, type='vmfsPassthroughRawDeviceMap', kind='VMFSRDM', extent='vm-rdmp.vmdk'),
      'raw device mapping'),
     (lambda d: (d / 'vm.vmdk').write_bytes(b'\x00' * 512) and str(d / 'vm.vmdk'), 'is not a VMDK descriptor'),
@@ -61,7 +61,7 @@ def test_delta_without_its_parent_or_with_a_parent_outside(tmp_path):
     ds.mkdir()
     extra = 'parentFileNameHint="vm.vmdk"\n'
     child = descriptor(ds, name='vm-000001.vmdk', type='vmfsSparse', kind='VMFSSPARSE', extent='vm-000001-delta.vmdk',
-                       extra=extra).replace('', '')
+                       extra=extra)
     text = open(child).read().replace('parentCID=ffffffff', 'parentCID=12345678')
     open(child, 'w').write(text)
     (ds / 'vm-000001-delta.vmdk').write_bytes(b'')
