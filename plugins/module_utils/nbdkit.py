@@ -75,6 +75,7 @@ SERVER_SPEC = ArgumentSpec(dict(
     path=dict(type='path'),
     format=dict(type='str', choices=list(FORMATS), default='vmdk'),
     datastore_dir=dict(type='path'),
+    disk=dict(type='str'),
     readonly=dict(type='bool', default=True),
     connections=dict(type='int', default=4),
     read_bps_limit=dict(type='int'),

@@ -86,6 +86,10 @@ options:
       - The directory where the datastore is mounted. With I(format=vmdk), every descriptor, extent and parent of
         the chain must be inside it (symbolic links resolved), or the module fails before starting anything.
     type: path
+  disk:
+    description:
+      - What the disk is, for messages, such as C(VM0 Hard disk 1 (key 2000)); a refusal names it with the file.
+    type: str
   readonly:
     description:
       - Serve read-only. Only I(format=raw) may set it to false; VMDK chains and vddk are always read-only.

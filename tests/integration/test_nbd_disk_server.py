@@ -306,8 +306,10 @@ def test_a_chain_the_transport_cannot_read_fails_before_anything_starts(tmp_path
     ds, top, _raw = chain
     run = tmp_path / 'run'
     os.remove(os.path.join(ds, 'vm', 'vm-flat.vmdk'))
-    failed, res = run_module({'socket': str(run / 'd.sock'), 'path': top, 'datastore_dir': ds})
-    assert failed and 'vm-flat.vmdk, which is missing' in res['msg'] and os.path.join(ds, 'vm', 'vm.vmdk names') in res['msg']
+    failed, res = run_module({'socket': str(run / 'd.sock'), 'path': top, 'datastore_dir': ds,
+                              'disk': 'VM0 Hard disk 1 (key 2000)'})
+    assert failed and 'cannot serve VM0 Hard disk 1 (key 2000) (%s)' % top in res['msg'], res['msg']
+    assert 'vm-flat.vmdk, which is missing' in res['msg'] and os.path.join(ds, 'vm', 'vm.vmdk names') in res['msg']
     assert not run.exists(), 'nothing was created'
     failed, res = run_module({'socket': str(run / 'd.sock'), 'path': top, 'datastore_dir': str(tmp_path / 'other')})
     assert failed and 'outside the datastore mount' in res['msg']

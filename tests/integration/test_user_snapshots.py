@@ -78,5 +78,18 @@ def test_user_snapshots_before_and_between_syncs(tmp_path):
         check_cycle(env.playbook('incremental_sync.yml'), 'incremental', ['user-before-sync', 'user-between-syncs'])
         assert len(lab.state()['snapshots']) == 2, 'our snapshot is gone, the two user snapshots stay'
         assert env.our_nbdkit() == []
+
+        # A datastore mapped to the wrong directory: the cycle fails before copying anything, naming the disk and
+        # the file; nothing is committed, the user's snapshots stay, no server is left.
+        before = env.state('VM0')
+        wrong = str(tmp_path / 'not-the-datastore')
+        os.makedirs(wrong)
+        run = env.playbook('incremental_sync.yml', extra={'migratekit_datastore_paths': {'LocalDS_0': wrong}})
+        assert run.rc != 0 and run.failed_hosts() == ['VM0'], run
+        assert 'cannot serve VM0 Hard disk 1 (key 2000) (%s/VM0/VM0-000002.vmdk)' % wrong in run.out, run
+        assert 'cannot be read' in run.out
+        assert env.state('VM0') == before
+        assert lab.snapshot_names('VM0') == ['user-before-sync', 'user-between-syncs']
+        assert env.our_nbdkit() == []
     finally:
         lab.down()

@@ -220,7 +220,7 @@ def _file_config(options, config):
         aio = 'io_uring' if io_uring_usable() else 'threads'
     config.update(readonly=True, qemu_nbd_path=options.qemu_nbd_path or 'qemu-nbd', aio=aio,
                   connections=options.connections, read_bps_limit=options.read_bps_limit,
-                  datastore_dir=root, chain=check_chain(config['path'], root))
+                  datastore_dir=root, chain=check_chain(config['path'], root, disk=options.disk))
     return config
 
 

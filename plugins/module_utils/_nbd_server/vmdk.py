@@ -88,7 +88,7 @@ def check_chain(path, root=None, disk=None):
     resolved). Raises NbdkitConfigError naming the disk, the file and what
     was expected.
     """
-    disk = disk or path
+    disk = '%s (%s)' % (disk, path) if disk else path
     root = os.path.realpath(root) if root else None
     files = []
     seen = set()
