@@ -23,6 +23,7 @@ demo: setup
 bench: setup
 	.venv/bin/python benchmarks/copy_bench.py --mode full --size 4G
 	.venv/bin/python benchmarks/copy_bench.py --mode incremental --size 4G --changed-percent 2
+	.venv/bin/python benchmarks/vmdk_bench.py --size 2G --links 3 --runs 5
 
 lab-build:
 	tests/lab/build.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: playbooks/demo.yml on the embedded lab (it brings the lab up and
 # down itself): full sync, guest writes, incremental sync, verification of
-# every target against its frozen source, cutover, a summary per disk.
+# every target against its disk's VMDK chain, cutover, a summary per disk; VM1
+# carries a user's snapshot from before the first sync to the end.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/collection-path.sh

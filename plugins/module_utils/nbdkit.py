@@ -1,7 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) 2026, migratekit.migration contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""NBD servers for the copy: the ``nbdkit_server`` module's options and entry point.
+"""NBD servers for the copy: the ``nbd_disk_server`` module's options and entry point.
+
+The file transport serves the snapshot's frozen VMDK chain with qemu-nbd
+(``format: vmdk``) or a raw image with nbdkit's file plugin (``format: raw``);
+the vddk transport serves through nbdkit's vddk plugin.
 
 The parts live in ``_nbd_server`` (``config``: validation and argv;
 ``process``: files, pidfiles and probes; ``server``: start and stop); this
@@ -14,6 +18,7 @@ __metaclass__ = type
 from ansible_collections.migratekit.migration.plugins.module_utils._argspec import ArgumentSpec
 from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.config import (
     COMPRESSIONS,
+    FORMATS,
     PASSWORD_MARK,
     TRANSPORTS,
     NbdkitConfigError,
@@ -21,11 +26,13 @@ from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.c
     NbdkitStartError,
     NbdkitStopError,
     build_argv,
+    build_qemu_nbd_argv,
     comparable_argv,
     default_logfile,
     default_pidfile,
     normalize_filters,
     normalize_moref,
+    server_program,
     socket_uri,
     validate,
 )
@@ -43,12 +50,14 @@ from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.p
     write_password_file,
 )
 from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.server import NbdkitServer, stop_all
+from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.vmdk import check_chain
 
 # The names other code uses from here, the parts in _nbd_server included.
 __all__ = [
-    'COMPRESSIONS', 'LIBRARIES', 'PASSWORD_MARK', 'SERVER_SPEC', 'TRANSPORTS', 'NbdkitConfigError', 'NbdkitError',
-    'NbdkitServer', 'NbdkitStartError', 'NbdkitStopError', 'build_argv', 'comparable_argv', 'default_logfile',
-    'default_pidfile', 'ensure_private_dir', 'is_our_server', 'nbdkit_server_module', 'normalize_filters',
+    'COMPRESSIONS', 'FORMATS', 'LIBRARIES', 'PASSWORD_MARK', 'SERVER_SPEC', 'TRANSPORTS', 'NbdkitConfigError',
+    'NbdkitError', 'NbdkitServer', 'NbdkitStartError', 'NbdkitStopError', 'build_argv', 'build_qemu_nbd_argv',
+    'check_chain', 'comparable_argv', 'default_logfile', 'default_pidfile', 'ensure_private_dir', 'is_our_server',
+    'nbd_disk_server_module', 'normalize_filters', 'server_program',
     'normalize_moref', 'password_files', 'probe', 'process_alive', 'process_cmdline', 'read_log', 'read_pidfile',
     'remove_file', 'socket_uri', 'sockets_in', 'stop_all', 'validate', 'write_password_file',
 ]
@@ -56,7 +65,7 @@ __all__ = [
 # Nothing beyond Ansible (libnbd is used for probes when present).
 LIBRARIES = ()
 
-# The options of the nbdkit_server module.
+# The options of the nbd_disk_server module.
 SERVER_SPEC = ArgumentSpec(dict(
     state=dict(type='str', choices=['started', 'stopped'], default='started'),
     socket=dict(type='path'),
@@ -64,7 +73,14 @@ SERVER_SPEC = ArgumentSpec(dict(
     pidfile=dict(type='path'),
     transport=dict(type='str', choices=list(TRANSPORTS), default='file'),
     path=dict(type='path'),
+    format=dict(type='str', choices=list(FORMATS), default='vmdk'),
+    datastore_dir=dict(type='path'),
+    disk=dict(type='str'),
     readonly=dict(type='bool', default=True),
+    connections=dict(type='int', default=4),
+    read_bps_limit=dict(type='int'),
+    aio=dict(type='str', choices=['auto', 'io_uring', 'threads'], default='auto'),
+    qemu_nbd_path=dict(type='path', default='qemu-nbd'),
     vddk_libdir=dict(type='path'),
     server=dict(type='str'),
     port=dict(type='int'),
@@ -77,7 +93,6 @@ SERVER_SPEC = ArgumentSpec(dict(
     transports=dict(type='str', default='nbdssl:nbd'),
     compression=dict(type='str', choices=list(COMPRESSIONS)),
     config=dict(type='path'),
-    single_link=dict(type='bool', default=False),
     filters=dict(type='list', elements='dict', default=[], options=dict(
         name=dict(type='str', required=True),
         params=dict(type='dict', default={}),
@@ -90,8 +105,8 @@ SERVER_SPEC = ArgumentSpec(dict(
 ], required_one_of=[('socket', 'socket_dir')], mutually_exclusive=[('socket', 'socket_dir')])
 
 
-def nbdkit_server_module(options, check_mode=False):
-    """The whole nbdkit_server module: start or stop one server, or stop every server in ``socket_dir``.
+def nbd_disk_server_module(options, check_mode=False):
+    """The whole nbd_disk_server module: start or stop one server, or stop every server in ``socket_dir``.
 
     Returns the result (with ``changed`` and a ``diff`` the module drops
     outside diff mode); raises NbdkitError naming the server(s) it concerned.

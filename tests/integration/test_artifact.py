@@ -61,14 +61,16 @@ def test_every_module_runs_from_the_installed_artifact(tmp_path, lab):
             run_dir: "%(run_dir)s"
           tasks:
             - name: Serve the source read-only
-              migratekit.migration.nbdkit_server:
+              migratekit.migration.nbd_disk_server:
                 socket: "{{ run_dir }}/src.sock"
                 path: "%(source)s"
+                format: raw
               register: src
             - name: Serve the target
-              migratekit.migration.nbdkit_server:
+              migratekit.migration.nbd_disk_server:
                 socket: "{{ run_dir }}/dst.sock"
                 path: "%(target)s"
+                format: raw
                 readonly: false
               register: dst
             - name: Copy it, reporting to a VMA that is not there (a warning, not a failure)
@@ -100,7 +102,7 @@ def test_every_module_runs_from_the_installed_artifact(tmp_path, lab):
               check_mode: true
               register: snapshot
             - name: Stop the servers
-              migratekit.migration.nbdkit_server:
+              migratekit.migration.nbd_disk_server:
                 socket_dir: "{{ run_dir }}"
                 state: stopped
             - name: Show the results

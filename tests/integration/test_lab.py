@@ -22,7 +22,7 @@ from pyVim.connect import Disconnect, SmartConnect  # noqa: E402
 from pyVim.task import WaitForTask  # noqa: E402
 from pyVmomi import vim  # noqa: E402
 
-from lab import Lab, pid_alive  # noqa: E402  (conftest puts tests/lab on sys.path)
+from lab import Lab, chain_read, chain_sha256, pid_alive  # noqa: E402  (conftest puts tests/lab on sys.path)
 
 MiB = 1 << 20
 CBT_BLOCK = 64 * 1024
@@ -121,9 +121,9 @@ def test_lab_json_follows_the_contract(lab):
     for i, d in enumerate(vm['disks']):
         assert d['label'] == 'Hard disk %d' % (i + 1)
         assert d['capacity_bytes'] == 64 * MiB
-        assert d['backing_file'] == '[LocalDS_0] VM0/disk-%d.img' % d['key']
+        assert d['backing_file'] == '[LocalDS_0] VM0/%s.vmdk' % ('VM0' if i == 0 else 'VM0_%d' % i)
         assert lab.datastore_path(d['backing_file']) == d['image']
-        assert os.path.isfile(d['image']) and os.path.getsize(d['image']) == 64 * MiB
+        assert os.path.isfile(d['image'])
         assert os.path.getsize(d['target_image']) == 64 * MiB
         assert d['target_uri'] == 'nbd+unix:///?socket=%s/nbd/VM0-%d.sock' % (lab.dir, d['key'])
     for ds, path in info['datastores'].items():
@@ -231,8 +231,8 @@ def test_snapshot_freezes_the_disks(lab, lab_si):
     vm = find_vm(lab_si)
     set_cbt(lab_si, vm, True)
     lab.write('VM0', 2000, offset=3 * MiB, length=100000, seed=1)
-    live = lab.disk('VM0', 2000)['image']
-    at_snapshot = sha256(live)
+    base = lab.disk('VM0', 2000)['image']
+    at_snapshot = chain_sha256(base)
     snap = snapshot(lab_si, vm, 'freeze')
     try:
         tree = vm.snapshot.rootSnapshotList
@@ -240,38 +240,138 @@ def test_snapshot_freezes_the_disks(lab, lab_si):
         sdisks = disks_of(snap.config)
         frozen = {}
         for key, d in sdisks.items():
-            assert d.backing.fileName.startswith('[LocalDS_0] VM0/VM0-%d-snap-' % key)
-            path = lab.datastore_path(d.backing.fileName)
-            assert os.path.isfile(path) and path != lab.disk('VM0', key)['image']
-            frozen[key] = path
+            # the snapshot keeps the base disk, frozen; the VM writes into a new delta
+            name = 'VM0' if key == 2000 else 'VM0_1'
+            assert d.backing.fileName == '[LocalDS_0] VM0/%s.vmdk' % name and d.backing.parent is None
+            live = disks_of(vm.config)[key].backing
+            assert live.fileName == '[LocalDS_0] VM0/%s-000001.vmdk' % name
+            assert live.parent.fileName == d.backing.fileName and live.parent.parent is None
+            assert live.deltaDiskFormat == 'redoLogFormat'
+            frozen[key] = lab.datastore_path(d.backing.fileName)
             # the snapshot's changeId is the live one at snapshot time: uuid/seq
-            live_cid = disks_of(vm.config)[key].backing.changeId
-            assert d.backing.changeId == live_cid
-        assert sha256(frozen[2000]) == at_snapshot
+            assert d.backing.changeId == live.changeId
+        assert chain_sha256(frozen[2000]) == at_snapshot
+        top = lab.datastore_path(disks_of(vm.config)[2000].backing.fileName)
         lab.write('VM0', 2000, offset=3 * MiB, length=100000, seed=2)
         lab.write('VM0', 2000, offset=40 * MiB, length=4096, seed=3)
-        assert sha256(live) != at_snapshot
-        assert sha256(frozen[2000]) == at_snapshot, 'the frozen image changed after a guest write'
+        assert chain_sha256(top) != at_snapshot
+        assert chain_sha256(frozen[2000]) == at_snapshot, 'the frozen disk changed after a guest write'
     finally:
         remove_snapshot(lab_si, snap)
 
 
-def test_remove_snapshot_deletes_frozen_files(lab, lab_si):
+def test_remove_snapshot_consolidates(lab, lab_si):
     vm = find_vm(lab_si)
     s1 = snapshot(lab_si, vm, 'r1')
+    lab.write('VM0', 2000, offset=MiB, length=65536, seed=11)
     s2 = snapshot(lab_si, vm, 'r2')
+    lab.write('VM0', 2000, offset=2 * MiB, length=65536, seed=12)
+    live_before = chain_sha256(lab.live('VM0', 2000)['image'])
+    at_s2 = chain_sha256(lab.datastore_path(disks_of(s2.config)[2000].backing.fileName))
     files1 = [lab.datastore_path(d.backing.fileName) for d in disks_of(s1.config).values()]
     files2 = [lab.datastore_path(d.backing.fileName) for d in disks_of(s2.config).values()]
     assert len(files1) == 2 and all(os.path.exists(p) for p in files1 + files2)
     assert not set(files1) & set(files2)
+    # removing the older snapshot merges its delta into the base disk: r2 now names the base
     remove_snapshot(lab_si, s1)
-    assert not any(os.path.exists(p) for p in files1)
-    assert all(os.path.exists(p) for p in files2)
+    d2 = disks_of(s2.config)[2000].backing
+    assert d2.fileName == '[LocalDS_0] VM0/VM0.vmdk' and d2.parent is None
+    assert chain_sha256(lab.datastore_path(d2.fileName)) == at_s2
+    live = disks_of(vm.config)[2000].backing
+    assert live.parent.fileName == d2.fileName
+    assert chain_sha256(lab.datastore_path(live.fileName)) == live_before
+    assert not any(os.path.exists(p) for p in files2), 'the merged delta is gone'
     WaitForTask(vm.RemoveAllSnapshots_Task(), si=lab_si)
-    assert not any(os.path.exists(p) for p in files2)
-    assert vm.snapshot is None
+    assert vm.snapshot is None and not vm.runtime.consolidationNeeded
     for d in lab.vm('VM0')['disks']:
+        assert disks_of(vm.config)[d['key']].backing.fileName == d['backing_file']
+        assert disks_of(vm.config)[d['key']].backing.parent is None
         assert os.path.exists(d['image'])
+    assert chain_sha256(lab.disk('VM0', 2000)['image']) == live_before, 'consolidation changed the content'
+    vmdir = os.path.dirname(lab.disk('VM0', 2000)['image'])
+    assert sorted(f for f in os.listdir(vmdir) if f.endswith('.vmdk')) == [
+        'VM0-flat.vmdk', 'VM0.vmdk', 'VM0_1-flat.vmdk', 'VM0_1.vmdk']
+
+
+# ---------------------------------------------------------------- VMDK chains
+
+def test_disks_are_vmdk_descriptors_with_sparse_flat_extents(lab, lab_si):
+    vm = find_vm(lab_si)
+    for key, d in sorted(disks_of(vm.config).items()):
+        assert isinstance(d.backing, vim.vm.device.VirtualDisk.FlatVer2BackingInfo)
+        assert d.backing.thinProvisioned is True and d.backing.diskMode == 'persistent'
+        descriptor = lab.datastore_path(d.backing.fileName)
+        name = os.path.basename(descriptor)[:-len('.vmdk')]
+        with open(descriptor) as f:
+            text = f.read()
+        assert text.startswith('# Disk DescriptorFile') and 'createType="monolithicFlat"' in text
+        assert 'RW %d FLAT "%s-flat.vmdk" 0' % (d.capacityInBytes // 512, name) in text
+        extent = os.path.join(os.path.dirname(descriptor), name + '-flat.vmdk')
+        st = os.stat(extent)
+        assert st.st_size == d.capacityInBytes
+        assert st.st_blocks * 512 < d.capacityInBytes // 4, 'a thin disk is a sparse file'
+
+
+def backing_chain(backing):
+    out = []
+    while backing is not None:
+        out.append(backing.fileName)
+        backing = backing.parent
+    return out
+
+
+def test_depth_two_chain_and_labctl_on_chained_disks(fresh):
+    lab, si, vm = fresh
+    d = str(lab.dir)
+    set_cbt(si, vm, True)
+    run_labctl('write', '--dir', d, '--vm', 'VM0', '--disk-key', '2000', '--offset', '0', '--length', '64K',
+               '--seed', '1')
+    u1 = snapshot(si, vm, 'user-1')
+    run_labctl('write', '--dir', d, '--vm', 'VM0', '--disk-key', '2000', '--offset', '1M', '--length', '64K',
+               '--seed', '2')
+    u2 = snapshot(si, vm, 'user-2')
+    cid_u2 = disks_of(u2.config)[2000].backing.changeId
+    written = json.loads(run_labctl('write', '--dir', d, '--vm', 'VM0', '--disk-key', '2000', '--offset', '2M',
+                                    '--length', '64K', '--seed', '3'))
+    live = disks_of(vm.config)[2000].backing
+    assert backing_chain(live) == ['[LocalDS_0] VM0/VM0-000002.vmdk', '[LocalDS_0] VM0/VM0-000001.vmdk',
+                                   '[LocalDS_0] VM0/VM0.vmdk']
+    assert backing_chain(disks_of(u2.config)[2000].backing) == backing_chain(live)[1:]
+    assert backing_chain(disks_of(u1.config)[2000].backing) == backing_chain(live)[2:]
+    assert lab.live('VM0', 2000)['chain'] == backing_chain(live)[::-1]
+    top = lab.datastore_path(live.fileName)
+    # the delta names its parent as ESXi writes it: relative, in the delta's directory
+    with open(top, 'rb') as f:
+        assert b'parentFileNameHint="VM0-000001.vmdk"' in f.read(64 * 1024)
+    # each link is frozen; the guest writes land in the top only
+    f1 = lab.datastore_path(disks_of(u1.config)[2000].backing.fileName)
+    f2 = lab.datastore_path(disks_of(u2.config)[2000].backing.fileName)
+    assert chain_read(f1, MiB, 65536) == bytes(65536) and chain_read(f2, MiB, 65536) != bytes(65536)
+    assert chain_read(f2, 2 * MiB, 65536) == bytes(65536) and chain_read(top, 2 * MiB, 65536) != bytes(65536)
+    # CBT on the chained disk: the changes since user-2 are the write after it
+    snap = snapshot(si, vm, 'query')
+    assert query_all(vm, snap, 2000, cid_u2, 64 * MiB)[0] == aligned_union(written, CBT_BLOCK, 64 * MiB)
+    remove_snapshot(si, snap)
+    # growing a disk with snapshots is refused (vSphere cannot), reset-cbt works
+    r = subprocess.run([LABCTL, 'grow', '--dir', d, '--vm', 'VM0', '--disk-key', '2000', '--size', '96M'],
+                       check=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert r.returncode != 0 and 'has snapshots' in r.stderr and 'VM0' in r.stderr
+    out = json.loads(run_labctl('reset-cbt', '--dir', d, '--vm', 'VM0', '--disk-key', '2000'))
+    assert out['backing_file'] == live.fileName and out['seq'] == 0
+    # removing the newest snapshot merges the live delta into its link
+    content = chain_sha256(top)
+    remove_snapshot(si, u2)
+    live = disks_of(vm.config)[2000].backing
+    assert backing_chain(live) == ['[LocalDS_0] VM0/VM0-000001.vmdk', '[LocalDS_0] VM0/VM0.vmdk']
+    assert chain_sha256(lab.datastore_path(live.fileName)) == content
+    assert [t.name for t in vm.snapshot.rootSnapshotList] == ['user-1']
+    assert chain_read(f1, MiB, 65536) == bytes(65536), 'user-1 is still frozen'
+    WaitForTask(vm.RemoveAllSnapshots_Task(), si=si)
+    base = lab.disk('VM0', 2000)['image']
+    assert backing_chain(disks_of(vm.config)[2000].backing) == ['[LocalDS_0] VM0/VM0.vmdk']
+    assert chain_sha256(base) == content
+    run_labctl('grow', '--dir', d, '--vm', 'VM0', '--disk-key', '2000', '--size', '96M')
+    assert disks_of(vm.config)[2000].capacityInBytes == 96 * MiB
 
 
 # ---------------------------------------------------------------- QueryChangedDiskAreas
@@ -384,16 +484,23 @@ def test_grow_changes_capacity(fresh):
     lab, si, vm = fresh
     set_cbt(si, vm, True)
     image = lab.disk('VM0', 2000)['image']
+    extent = os.path.join(os.path.dirname(image), 'VM0-flat.vmdk')
     res = lab.grow('VM0', 2000, 96 * MiB)
     assert res['capacity_bytes'] == 96 * MiB
     d = disks_of(vm.config)[2000]
     assert d.capacityInKB == 96 * 1024 and d.capacityInBytes == 96 * MiB
-    assert os.path.getsize(image) == 96 * MiB
+    assert os.path.getsize(extent) == 96 * MiB
+    assert 'RW %d FLAT "VM0-flat.vmdk" 0' % (96 * MiB // 512) in open(image).read()
     assert lab.disk('VM0', 2000)['capacity_bytes'] == 96 * MiB  # lab.json follows
     lab.write('VM0', 2000, offset=95 * MiB, length=4096)  # the new space is writable
     snap = snapshot(si, vm, 'grown')
     assert disks_of(snap.config)[2000].capacityInBytes == 96 * MiB
     assert query_all(vm, snap, 2000, '*', 96 * MiB)[0] == [(95 * MiB, 4096)]
+    # vSphere cannot extend a disk with snapshots
+    with pytest.raises(Exception) as info:
+        lab.grow('VM0', 2000, 112 * MiB)
+    assert 'has snapshots' in str(info.value)
+    remove_snapshot(si, snap)
 
     # growing through ReconfigVM (edit capacityInKB), as vSphere clients do
     d = disks_of(vm.config)[2000]
@@ -402,7 +509,7 @@ def test_grow_changes_capacity(fresh):
     spec = vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(operation='edit', device=d)])
     WaitForTask(vm.ReconfigVM_Task(spec), si=si)
     d = disks_of(vm.config)[2000]
-    assert d.capacityInBytes == 128 * MiB and os.path.getsize(image) == 128 * MiB
+    assert d.capacityInBytes == 128 * MiB and os.path.getsize(extent) == 128 * MiB
     assert d.backing.changeId  # CBT survives the edit
     with pytest.raises(Exception):
         lab.grow('VM0', 2000, 64 * MiB)  # disks never shrink
@@ -540,9 +647,7 @@ def test_labctl_up_write_down_leaves_no_process(tmp_path):
     written = json.loads(run_labctl('write', '--dir', d, '--vm', 'VM1', '--disk-key', '2000',
                                     '--random-blocks', '3', '--block-size', '65536', '--seed', '5'))
     assert len(written) == 3 and all(n == 65536 and o % 65536 == 0 for o, n in written)
-    with open(lab.disk('VM1', 2000)['image'], 'rb') as f:
-        f.seek(written[0][0])
-        assert f.read(65536) != bytes(65536)
+    assert chain_read(lab.disk('VM1', 2000)['image'], written[0][0], 65536) != bytes(65536)
     r = subprocess.run([LABCTL, 'up', '--dir', d], check=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert r.returncode != 0 and 'already running' in r.stderr
     run_labctl('down', '--dir', d)

@@ -105,7 +105,7 @@ def test_corrupt_state_fails_incremental_syncs_and_full_sync_recovers(env):
     env.assert_clean()
 
 
-SLOW = {'migratekit_nbdkit_filters': [{'name': 'rate', 'params': {'rate': '2M'}}]}
+SLOW = {'migratekit_source_read_bps_limit': 256 * 1024}  # 32 s for 8 MiB
 
 
 def lock_path(env, vm):
@@ -120,7 +120,7 @@ def wait_for_copy(env, proc, seconds=120):
 
 
 def test_a_second_cycle_of_the_vm_fails_at_once_and_touches_nothing(env):
-    env.lab.write('VM0', KEY, offset=0, length=8 * MiB, seed=10)  # 4 s to read at 2 MiB/s
+    env.lab.write('VM0', KEY, offset=0, length=8 * MiB, seed=10)  # long enough to meet it
     first = env.start('full_sync.yml', limit='VM0', extra=SLOW)
     try:
         wait_for_copy(env, first)
@@ -148,7 +148,7 @@ def test_a_killed_cycle_leaves_the_lock_to_the_next(env):
         wait_for_copy(env, proc)
         holder = json.load(open(lock_path(env, 'VM1')))['holder_pid']
     finally:
-        kill_group_except(proc.pid, keep=b'nbdkit')  # kill -9 of the controller
+        kill_group_except(proc.pid, keep=b'qemu-nbd')  # kill -9 of the controller
         proc.wait()
     run = env.playbook('incremental_sync.yml', limit='VM1')
     assert run.rc == 0 and run.failed_hosts() == [], run
@@ -190,7 +190,7 @@ def test_an_idle_disk_commits_its_new_change_id_without_a_server_or_a_copy(env):
 # ---------------------------------------------------------------- kill -9 matrix (VM2)
 
 WRITE_RE = re.compile(r' Write id=\d+ offset=0x([0-9a-f]+) count=0x([0-9a-f]+)')
-RESUME_SLOW = {'migratekit_nbdkit_filters': [{'name': 'rate', 'params': {'rate': '4M'}}]}  # 0.5 MB/s
+RESUME_SLOW = {'migratekit_source_read_bps_limit': 512 * 1024}
 
 
 @pytest.fixture(scope='module')
@@ -218,7 +218,7 @@ def kill_after(env, seconds, extra):
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     finished = proc.poll() is not None
-    kill_group_except(proc.pid, keep=b'nbdkit')
+    kill_group_except(proc.pid, keep=b'qemu-nbd')
     proc.wait()
     return finished
 
@@ -233,7 +233,7 @@ def vm2_change_id(env):
 def test_a_copy_killed_three_times_resumes_and_writes_each_byte_about_once(env, logged_target):
     server, log = logged_target
     data = 14 * MiB
-    env.lab.write('VM2', KEY, offset=0, length=data, seed=30)  # about 30 s to read at 0.5 MB/s
+    env.lab.write('VM2', KEY, offset=0, length=data, seed=30)  # about 28 s to read at 512 KiB/s
     extra = vm2_extra(server)
     watermarks = []
     checkpoint_path = os.path.join(env.state_dir, 'VM2-%d.checkpoint.json' % KEY)
@@ -248,7 +248,7 @@ def test_a_copy_killed_three_times_resumes_and_writes_each_byte_about_once(env, 
                 time.sleep(0.1)
             assert proc.poll() is None, 'the cycle ended before a checkpoint'
         finally:
-            kill_group_except(proc.pid, keep=b'nbdkit')
+            kill_group_except(proc.pid, keep=b'qemu-nbd')
             proc.wait()
         saved = json.load(open(checkpoint_path))
         watermarks.append(saved['watermark'])
@@ -295,7 +295,7 @@ def test_a_cutover_never_resumes_from_a_snapshot_taken_while_the_vm_ran(env):
             time.sleep(0.1)
         assert os.path.exists(checkpoint_path) and proc.poll() is None
     finally:
-        kill_group_except(proc.pid, keep=b'nbdkit')
+        kill_group_except(proc.pid, keep=b'qemu-nbd')
         proc.wait()
     assert 'VM1' in env.snapshots()
     # the guest goes on writing after that snapshot, until the cutover shuts it down

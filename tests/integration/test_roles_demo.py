@@ -1,5 +1,6 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""`make demo` as a new user runs it: the whole migration on a fresh lab, then nothing left."""
+"""`make demo` as a new user runs it: the whole migration on a fresh lab (VMDK disks, one VM with a user's
+snapshot), every target equal to its disk's chain, the user's snapshot kept, then nothing left."""
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
@@ -30,5 +31,8 @@ def test_demo(tmp_path):
             assert '%s disk %d: full sync: full' % (vm, key) in proc.stdout
     assert 'incremental sync: incremental' in proc.stdout and 'cutover: incremental' in proc.stdout
     assert 'Done: every target equals its source.' in proc.stdout
+    # VM1's user snapshot, taken before the first sync, is still there at the end
+    line = [text for text in proc.stdout.splitlines() if 'VM1 snapshots after the demo:' in text]
+    assert line and 'user-before-sync' in line[0], proc.stdout[-3000:]
     assert processes_mentioning(demo_dir) == []
     assert elapsed < 180, 'the demo took %.0f s' % elapsed

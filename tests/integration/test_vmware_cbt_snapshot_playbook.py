@@ -46,7 +46,8 @@ def test_check_apply_repeat_absent_through_ansible(lab_factory, tmp_path):
     assert apply['vm']['moid'] == vm['moid'] and apply['vm']['uuid'] == vm['uuid']
     assert [d['key'] for d in apply['disks']] == [2000, 2001]
     disk = apply['disks'][0]
-    assert disk['backing_file'] != vm['disks'][0]['backing_file']   # the frozen snapshot image
+    # the snapshot keeps the base descriptor, frozen (the VM now writes into a delta)
+    assert disk['backing_file'] == vm['disks'][0]['backing_file'] == '[LocalDS_0] VM0/VM0.vmdk'
     assert disk['datastore'] == 'LocalDS_0' and disk['capacity_bytes'] == 64 << 20
     assert disk['target'] == vm['disks'][0]['target_uri']
     assert (disk['extent_count'], disk['changed_bytes']) == (1, 65536)

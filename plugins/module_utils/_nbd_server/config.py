@@ -18,6 +18,8 @@ from urllib.parse import quote
 from ansible_collections.migratekit.migration.plugins.module_utils.errors import MigratekitError
 
 TRANSPORTS = ('file', 'vddk')
+FORMATS = ('vmdk', 'raw')
+AIO_MODES = ('auto', 'io_uring', 'threads')
 COMPRESSIONS = ('none', 'zlib', 'fastlz', 'skipz')
 PASSWORD_MARK = '.password.'
 THUMBPRINT_RE = re.compile(r'^([0-9A-Fa-f]{2}:){19}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$')
@@ -33,7 +35,7 @@ class NbdkitError(MigratekitError):
     name what failed; the module adds the server(s) as the subject.
     """
 
-    phrase = 'nbdkit_server: cannot {operation}{subject}: {message}'
+    phrase = 'nbd_disk_server: cannot {operation}{subject}: {message}'
 
     def __init__(self, message, operation='configure', obj=None):
         super(NbdkitError, self).__init__(message, operation=operation)
@@ -140,12 +142,7 @@ def validate(options):
     if options.state == 'stopped':
         return config  # stopping needs the socket (and pidfile) only
     if transport == 'file':
-        path = options.path
-        if not path:
-            raise NbdkitConfigError('path: required with transport file (the disk image to serve)')
-        config['path'] = os.path.abspath(path)
-        config['readonly'] = True if options.readonly is None else bool(options.readonly)
-        return config
+        return _file_config(options, config)
     # vddk
     missing = [name for name in ('server', 'username', 'password', 'thumbprint', 'vm_moref', 'backing_file')
                if not options[name]]
@@ -178,9 +175,102 @@ def validate(options):
         'transports': options.transports or 'nbdssl:nbd',
         'compression': compression,
         'config': options.config,
-        'single_link': bool(options.single_link),
     })
+    if options.read_bps_limit:
+        raise NbdkitConfigError('read_bps_limit: only for transport file with format vmdk (qemu-nbd)')
     return config
+
+
+def _file_config(options, config):
+    """transport file: a VMDK chain through qemu-nbd (read-only), or a raw image through nbdkit's file plugin."""
+    from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.vmdk import check_chain
+
+    path = options.path
+    if not path:
+        raise NbdkitConfigError('path: required with transport file (the disk to serve: the snapshot\'s backing '
+                                'descriptor on the datastore mount, or a raw image with format raw)')
+    fmt = options.format or 'vmdk'
+    if fmt not in FORMATS:
+        raise NbdkitConfigError('format: expected one of %s, got %r' % (', '.join(FORMATS), fmt))
+    config.update(path=os.path.abspath(path), format=fmt)
+    root = options.datastore_dir
+    if root and not os.path.isabs(root):
+        raise NbdkitConfigError('datastore_dir: expected an absolute path (the datastore mount), got %r' % root)
+    if fmt == 'raw':
+        if options.read_bps_limit:
+            raise NbdkitConfigError('read_bps_limit: only for format vmdk (qemu-nbd)')
+        config['readonly'] = True if options.readonly is None else bool(options.readonly)
+        return config
+    if options.readonly is False:
+        raise NbdkitConfigError('readonly: format vmdk serves the snapshot\'s frozen chain, always read-only')
+    if config['filters']:
+        raise NbdkitConfigError('filters: nbdkit filters apply to the nbdkit servers (format raw, transport vddk); '
+                                'format vmdk is served by qemu-nbd')
+    if options.threads:
+        raise NbdkitConfigError('threads: an nbdkit option; format vmdk is served by qemu-nbd (see connections)')
+    if options.read_bps_limit is not None and options.read_bps_limit < 1:
+        raise NbdkitConfigError('read_bps_limit: expected a positive number of bytes per second, got %r'
+                                % options.read_bps_limit)
+    if options.connections < 1:
+        raise NbdkitConfigError('connections: expected at least 1, got %r' % options.connections)
+    aio = options.aio or 'auto'
+    if aio not in AIO_MODES:
+        raise NbdkitConfigError('aio: expected one of %s, got %r' % (', '.join(AIO_MODES), aio))
+    if aio == 'auto':
+        aio = 'io_uring' if io_uring_usable() else 'threads'
+    config.update(readonly=True, qemu_nbd_path=options.qemu_nbd_path or 'qemu-nbd', aio=aio,
+                  connections=options.connections, read_bps_limit=options.read_bps_limit,
+                  datastore_dir=root, chain=check_chain(config['path'], root, disk=options.disk))
+    return config
+
+
+def io_uring_usable():
+    """True when this kernel lets this process use io_uring (not disabled by sysctl or a seccomp profile).
+
+    Asks the kernel itself: io_uring_setup(1, params) returns a file descriptor
+    (closed at once) or fails with ENOSYS (no io_uring) or EPERM (forbidden).
+    """
+    try:
+        with open('/proc/sys/kernel/io_uring_disabled') as handle:
+            if handle.read().strip() not in ('', '0'):
+                return False
+    except (IOError, OSError):
+        pass
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
+        fd = libc.syscall(425, 1, params)  # __NR_io_uring_setup in the generic syscall table (x86_64, arm64, ...)
+    except Exception:  # pylint: disable=broad-except
+        return False
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+def server_program(config):
+    """``qemu-nbd`` for a VMDK chain, ``nbdkit`` otherwise."""
+    return 'qemu-nbd' if config.get('transport') == 'file' and config.get('format') == 'vmdk' else 'nbdkit'
+
+
+def _qemu_opt(value):
+    return value.replace(',', ',,')
+
+
+def build_qemu_nbd_argv(config):
+    """qemu-nbd serving a VMDK chain read-only: block status (base:allocation) and multi-conn come with it."""
+    argv = [config['qemu_nbd_path'], '--read-only', '--persistent', '--shared=%d' % int(config['connections']),
+            '--socket=' + config['socket'], '--pid-file=' + config['pidfile'], '--fork']
+    if config.get('aio') and config['aio'] != 'threads':
+        argv.append('--aio=' + config['aio'])
+    if config.get('read_bps_limit'):
+        argv.extend(['--object', 'throttle-group,id=migratekit0,x-bps-read=%d' % int(config['read_bps_limit']),
+                     '--image-opts', 'driver=throttle,throttle-group=migratekit0,file.driver=vmdk,'
+                     'file.file.driver=file,file.file.filename=' + _qemu_opt(config['path'])])
+    else:
+        argv.extend(['--format=vmdk', config['path']])
+    return argv
 
 
 def build_argv(config, password_file=None):
@@ -189,6 +279,8 @@ def build_argv(config, password_file=None):
     Pure: no file is touched. For vddk, ``password_file`` is the path of the
     file holding the password; the password itself is never part of argv.
     """
+    if server_program(config) == 'qemu-nbd':
+        return build_qemu_nbd_argv(config)
     argv = [config['nbdkit_path'], '--log=stderr', '-U', config['socket'], '-P', config['pidfile']]
     if config.get('readonly', True):
         argv.append('-r')
@@ -219,8 +311,6 @@ def build_argv(config, password_file=None):
             argv.append('compression=' + config['compression'])
         if config.get('config'):
             argv.append('config=' + config['config'])
-        if config.get('single_link'):
-            argv.append('single-link=true')
     for _name, pairs in config.get('filters', []):
         argv.extend('%s=%s' % pair for pair in pairs)
     return argv

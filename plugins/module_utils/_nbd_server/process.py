@@ -129,13 +129,20 @@ def process_cmdline(pid):
 
 
 def is_our_server(cmdline, socket_path):
-    """True when ``cmdline`` is an nbdkit serving ``socket_path``."""
-    if not cmdline or 'nbdkit' not in os.path.basename(cmdline[0]):
+    """True when ``cmdline`` is an nbdkit or a qemu-nbd serving ``socket_path``."""
+    if not cmdline:
+        return False
+    program = os.path.basename(cmdline[0])
+    if 'nbdkit' in program:
+        flags, prefix = ('-U', '--unix'), '--unix='
+    elif 'qemu-nbd' in program:
+        flags, prefix = ('-k', '--socket'), '--socket='
+    else:
         return False
     for index, arg in enumerate(cmdline[:-1]):
-        if arg in ('-U', '--unix') and cmdline[index + 1] == socket_path:
+        if arg in flags and cmdline[index + 1] == socket_path:
             return True
-    return ('--unix=' + socket_path) in cmdline
+    return (prefix + socket_path) in cmdline
 
 
 def process_alive(pid):

@@ -1,10 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) 2026, migratekit.migration contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Start and stop nbdkit servers on private unix sockets.
+"""Start and stop NBD servers (qemu-nbd, nbdkit) on private unix sockets.
 
-A server serves one disk: a file (a datastore reachable as a directory, and
-the lab) or a VMware snapshot disk through nbdkit's vddk plugin. The command
+A server serves one disk: the snapshot's frozen VMDK chain on a datastore
+mounted as a directory (qemu-nbd, read-only), a raw image (nbdkit's file
+plugin) or a VMware snapshot disk through nbdkit's vddk plugin. Either kind
+is identified by its socket and pidfile (both write one: ``-P``,
+``--pid-file``), never by its argv alone. The command
 line is built by the pure function :func:`build_argv`; the password of the
 vddk plugin never appears in it: it goes into a 0600 file in the socket's
 private directory and nbdkit gets ``password=+FILE``.
@@ -36,6 +39,7 @@ from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.c
     NbdkitStopError,
     build_argv,
     comparable_argv,
+    server_program,
     default_logfile,
     default_pidfile,
     socket_uri,
@@ -70,7 +74,7 @@ def stop_all(directory, timeout=60.0, check_mode=False):
 
 
 class NbdkitServer(object):
-    """One nbdkit server, identified by its socket (and pidfile)."""
+    """One NBD server (qemu-nbd or nbdkit), identified by its socket (and pidfile)."""
 
     def __init__(self, config, timeout=60.0, sleep=time.sleep, clock=time.monotonic):
         self.config = config
@@ -79,6 +83,7 @@ class NbdkitServer(object):
         self.logfile = default_logfile(self.socket)
         self.directory = os.path.dirname(self.socket)
         self.timeout = timeout
+        self.program = server_program(config)
         self._sleep = sleep
         self._clock = clock
 
@@ -104,6 +109,8 @@ class NbdkitServer(object):
             'argv': argv,
             'size_bytes': size,
             'transport': self.config.get('transport'),
+            'server': self.program if self.config.get('transport') else None,
+            'chain': self.config.get('chain'),
         }
 
     # -------------------------------------------------------------- start
@@ -140,8 +147,8 @@ class NbdkitServer(object):
             except Exception:
                 answering = False
             if answering:
-                raise NbdkitStartError('socket %s is served by a process this module did not start (no live nbdkit '
-                                       'in pidfile %s): stop it or choose another socket'
+                raise NbdkitStartError('socket %s is served by a process this module did not start (no live server '
+                                       'of ours in pidfile %s): stop it or choose another socket'
                                        % (self.socket, self.pidfile), self.socket)
         if check_mode:
             result = self.result(None, comparable_argv(build_argv(self.config, password_file='*')))
@@ -188,14 +195,14 @@ class NbdkitServer(object):
             if parent_rc is None:
                 parent_rc = proc.poll()
                 if parent_rc is not None and parent_rc != 0:
-                    raise NbdkitStartError('nbdkit exited with status %d: %s'
-                                           % (parent_rc, read_log(self.logfile) or 'no message'), self.socket)
+                    raise NbdkitStartError('%s exited with status %d: %s'
+                                           % (self.program, parent_rc, read_log(self.logfile) or 'no message'), self.socket)
             if parent_rc == 0:
                 pid = read_pidfile(self.pidfile)
                 if pid is not None:
                     if not process_alive(pid):
-                        raise NbdkitStartError('nbdkit (pid %d) exited right after starting: %s'
-                                               % (pid, read_log(self.logfile) or 'no message'), self.socket)
+                        raise NbdkitStartError('%s (pid %d) exited right after starting: %s'
+                                               % (self.program, pid, read_log(self.logfile) or 'no message'), self.socket)
                     try:
                         return probe(self.socket)
                     except Exception as exc:  # not answering yet
@@ -204,8 +211,8 @@ class NbdkitServer(object):
                 if parent_rc is None:
                     proc.kill()
                     proc.wait()
-                raise NbdkitStartError('nbdkit did not answer on %s within %ss (%s): %s'
-                                       % (self.socket, self.timeout, last_error or 'no pidfile',
+                raise NbdkitStartError('%s did not answer on %s within %ss (%s): %s'
+                                       % (self.program, self.socket, self.timeout, last_error or 'no pidfile',
                                           read_log(self.logfile) or 'no message'), self.socket)
             self._sleep(0.05)
 
@@ -240,14 +247,14 @@ class NbdkitServer(object):
             except OSError as exc:
                 if exc.errno == errno.ESRCH:
                     return
-                raise NbdkitStopError('cannot signal nbdkit pid %d: %s' % (pid, exc), self.socket)
+                raise NbdkitStopError('cannot signal server pid %d: %s' % (pid, exc), self.socket)
             deadline = self._clock() + wait
             while self._clock() < deadline:
                 if not process_alive(pid):
                     return
                 self._sleep(0.05)
         if process_alive(pid):
-            raise NbdkitStopError('nbdkit pid %d did not exit after SIGKILL' % pid, self.socket)
+            raise NbdkitStopError('server pid %d did not exit after SIGKILL' % pid, self.socket)
 
     def _cleanup_files(self, keep_log=False):
         paths = [self.socket, self.pidfile] + password_files(self.socket)

@@ -7,5 +7,9 @@ from .core import (  # noqa: F401
     Lab,
     LabError,
     build,
+    chain_read,
+    chain_sha256,
+    chain_to_raw,
+    compare_chain,
     pid_alive,
 )

@@ -64,6 +64,17 @@ def main(argv=None):
     sp.add_argument("--size", type=_size, required=True)
     sp.add_argument("--target", action="store_true", help="grow the target image too")
 
+    sp = add("snapshot", "take a snapshot of a VM as a user would (CreateSnapshot through the vSphere API)")
+    sp.add_argument("--vm", required=True)
+    sp.add_argument("--name", required=True)
+
+    sp = add("snapshots", "list the names of a VM's snapshots (JSON)")
+    sp.add_argument("--vm", required=True)
+
+    sp = add("chain", "print the live top descriptor of a disk's VMDK chain (local path)")
+    sp.add_argument("--vm", required=True)
+    sp.add_argument("--disk-key", type=int, required=True)
+
     sp = add("vma", "set the VMA receiver's mode")
     g = sp.add_mutually_exclusive_group(required=True)
     for m in ("ok", "fail", "stall", "down", "up"):
@@ -125,6 +136,15 @@ def main(argv=None):
             return 0
         if args.cmd == "grow":
             _print(lab.grow(args.vm, args.disk_key, args.size, target=args.target))
+            return 0
+        if args.cmd == "snapshot":
+            print(json.dumps({"moid": lab.user_snapshot(args.vm, args.name)}))
+            return 0
+        if args.cmd == "snapshots":
+            print(json.dumps(lab.snapshot_names(args.vm)))
+            return 0
+        if args.cmd == "chain":
+            print(lab.live(args.vm, args.disk_key)["image"])
             return 0
         if args.cmd == "vma":
             _print(lab.vma_mode(args.mode, stall_seconds=args.stall_seconds))

@@ -10,7 +10,7 @@ Layout of DIR:
     lab.json, inventory.yml         (0600; the only files with the password)
     run/    pidfiles, ready files, control.json (control token, 0600), configs
     logs/   vcsim.log, vma.log, nbdkit-*.log
-    datastores/  the simulator's datastore directories (live and frozen images)
+    datastores/  the simulator's datastore directories: VMDK descriptors, flat extents, snapshot deltas
     targets/     target images served by nbdkit
     nbd/         nbdkit unix sockets
     vma/updates.jsonl   every update the VMA receiver got
@@ -178,6 +178,49 @@ def _yaml_dump(obj):
     return yaml.safe_dump(obj, default_flow_style=False, sort_keys=False)
 
 
+# ---------------------------------------------------------------- VMDK chains
+
+def chain_to_raw(descriptor, raw_path):
+    """The disk a VMDK chain presents (its top descriptor), written to a raw file (qemu-img convert)."""
+    r = subprocess.run(["qemu-img", "convert", "-U", "-f", "vmdk", "-O", "raw", descriptor, raw_path],
+                       check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise LabError("qemu-img convert %s: %s" % (descriptor, r.stdout.strip()))
+    return raw_path
+
+
+def chain_read(descriptor, offset, length):
+    """``length`` bytes at ``offset`` of the disk a VMDK chain presents."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="lab-chain-") as tmp:
+        raw = chain_to_raw(descriptor, os.path.join(tmp, "disk.raw"))
+        with open(raw, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+
+def chain_sha256(descriptor):
+    """SHA-256 of the disk a VMDK chain presents."""
+    import hashlib
+    import tempfile
+    h = hashlib.sha256()
+    with tempfile.TemporaryDirectory(prefix="lab-chain-") as tmp:
+        raw = chain_to_raw(descriptor, os.path.join(tmp, "disk.raw"))
+        with open(raw, "rb") as f:
+            for chunk in iter(lambda: f.read(MiB), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def compare_chain(descriptor, target_raw):
+    """True when a raw target holds exactly what a VMDK chain presents (qemu-img compare -f vmdk -F raw)."""
+    r = subprocess.run(["qemu-img", "compare", "-U", "-f", "vmdk", "-F", "raw", descriptor, target_raw],
+                       check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode not in (0, 1):
+        raise LabError("qemu-img compare %s %s: %s" % (descriptor, target_raw, r.stdout.strip()))
+    return r.returncode == 0
+
+
 # ---------------------------------------------------------------- the lab
 
 class Lab:
@@ -281,6 +324,16 @@ class Lab:
     def state(self):
         """CBT state of every disk and snapshot, from the simulator."""
         return self._call("/state")
+
+    def live(self, vm, key):
+        """The simulator's view of a disk now: ``image`` (local path of the live top descriptor),
+        ``backing_file``, ``chain`` (datastore paths, the base disk first), CBT state."""
+        for v in self.state()["vms"]:
+            if v["name"] == vm:
+                for d in v["disks"]:
+                    if int(d["key"]) == int(key):
+                        return d
+        raise LabError("VM %s has no disk with key %s" % (vm, key))
 
     def pids(self):
         """{name: pid} of the lab's processes that are running."""
@@ -514,7 +567,7 @@ class Lab:
     # ------------------------------------------------------------ guest writes and disk operations
     def write(self, vm, key, offset=None, length=None, data=None, random_blocks=None,
               block_size=DEFAULT_BLOCK_SIZE, seed=None):
-        """Write into the live image of a disk and record it in its change journal.
+        """Write into the live top of a disk's chain and record it in its change journal.
 
         One of: offset+length (random data), offset+data (these bytes),
         random_blocks=N (N distinct aligned blocks of block_size, random data).
@@ -569,7 +622,8 @@ class Lab:
         return self._call("/reset-cbt", {"vm": vm, "key": int(key)})
 
     def grow(self, vm, key, size, target=False):
-        """Grow the disk (live image and reported capacity); target=True grows the target image too."""
+        """Grow the disk (flat extent, descriptor and reported capacity; refused while it has snapshots, as in
+        vSphere); target=True grows the target image too."""
         d = self.disk(vm, key)
         res = self._call("/grow", {"vm": vm, "key": int(key), "size": int(size)})
         if target:
@@ -653,6 +707,37 @@ class Lab:
         vc = self.vcenter
         return SmartConnect(host=vc["hostname"], port=vc["port"], user=vc["username"], pwd=vc["password"],
                             disableSslCertValidation=True)
+
+    # ------------------------------------------------------------ a user's snapshots
+    def user_snapshot(self, vm, name, description="a user's snapshot"):
+        """Take a snapshot of ``vm`` as a user would (CreateSnapshot_Task through pyvmomi); returns its moid."""
+        from pyVim.connect import Disconnect
+        from pyVim.task import WaitForTask
+        si = self.connect()
+        try:
+            obj = si.content.searchIndex.FindByInventoryPath(self.vm(vm)["path"])
+            task = obj.CreateSnapshot_Task(name=name, description=description, memory=False, quiesce=False)
+            WaitForTask(task, si=si)
+            return task.info.result._moId
+        finally:
+            Disconnect(si)
+
+    def snapshot_names(self, vm):
+        """Names of every snapshot of ``vm`` in its tree, depth first (pyvmomi)."""
+        from pyVim.connect import Disconnect
+        si = self.connect()
+        try:
+            obj = si.content.searchIndex.FindByInventoryPath(self.vm(vm)["path"])
+            names = []
+
+            def walk(trees):
+                for t in trees:
+                    names.append(t.name)
+                    walk(t.childSnapshotList)
+            walk(obj.snapshot.rootSnapshotList if obj.snapshot else [])
+            return names
+        finally:
+            Disconnect(si)
 
     # ------------------------------------------------------------ down
     def _stop(self, name, timeout=5.0):

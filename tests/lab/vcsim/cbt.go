@@ -40,8 +40,9 @@ type diskState struct {
 	key       int32
 	label     string
 	datastore string // datastore name, e.g. LocalDS_0
-	relPath   string // path inside the datastore, e.g. VM0/disk-2000.img
-	image     string // absolute path of the live image
+	relPath   string // the live top of the chain inside the datastore, e.g. VM0/VM0-000001.vmdk
+	image     string // its local path
+	chain     []link // the disk's delta chain: the base disk first, the live top last
 	capacity  int64
 	cbtUUID   string // "" while CBT is off
 	seq       int64
@@ -60,8 +61,9 @@ func (d *diskState) changeID() string {
 // snapDisk is the frozen state of one disk in one snapshot.
 type snapDisk struct {
 	key      int32
-	frozen   string // absolute path of the frozen image
-	dsPath   string // "[LocalDS_0] VM0/VM0-2000-snap-3.img"
+	rel      string // the frozen link of the chain, e.g. VM0/VM0.vmdk
+	frozen   string // its local path
+	dsPath   string // "[LocalDS_0] VM0/VM0.vmdk"
 	capacity int64
 	cbtUUID  string // "" when CBT was off at snapshot time
 	seq      int64
@@ -214,17 +216,14 @@ func (l *lab) createVMs(ctx context.Context, u *url.URL) error {
 				unit++
 			}
 			key := int32(2000 + j)
-			rel := path.Join(vmDir, fmt.Sprintf("disk-%d.img", key))
+			rel := path.Join(vmDir, diskName(name, j))
 			image := filepath.Join(dsDir, rel)
-			f, err := os.OpenFile(image, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0600)
-			if err != nil {
+			if _, err := os.Lstat(image); err == nil {
+				return fmt.Errorf("%s exists already", image)
+			}
+			if err := createFlatDisk(image, l.cfg.DiskSize); err != nil {
 				return err
 			}
-			if err := f.Truncate(l.cfg.DiskSize); err != nil {
-				f.Close()
-				return err
-			}
-			f.Close()
 			u := unit
 			label := fmt.Sprintf("Hard disk %d", j+1)
 			disk := &types.VirtualDisk{
@@ -260,6 +259,7 @@ func (l *lab) createVMs(ctx context.Context, u *url.URL) error {
 				datastore: dsName,
 				relPath:   rel,
 				image:     image,
+				chain:     []link{{rel: rel, abs: image}},
 				capacity:  l.cfg.DiskSize,
 			})
 			unit++
@@ -340,6 +340,7 @@ func describeDisk(d *diskState) map[string]interface{} {
 		"datastore":      d.datastore,
 		"backing_file":   d.backingFile(),
 		"image":          d.image,
+		"chain":          d.chainPaths(len(d.chain) - 1),
 		"cbt_uuid":       d.cbtUUID,
 		"seq":            d.seq,
 		"change_id":      d.changeID(),
@@ -383,15 +384,30 @@ func (l *lab) PutObject(obj mo.Reference) {
 		if vi.cbt && ds.cbtUUID != "" {
 			ds.seq++
 		}
-		rel := path.Join(path.Dir(ds.relPath), fmt.Sprintf("%s-%d-snap-%d.img", vi.name, ds.key, n))
-		frozen := filepath.Join(l.datastores[ds.datastore], rel)
-		if err := sparseCopy(ds.image, frozen); err != nil {
-			log.Printf("freezing %s: %s", ds.image, err)
+		// vSphere API reference, VirtualMachineSnapshot.config: "The
+		// datastore paths for the virtual machine disks point to the head of
+		// the disk chain that represents the disk at this given snapshot".
+		// VirtualDiskFlatVer2BackingInfo.parent: "A delta disk backing is a
+		// way to preserve a virtual disk backing at some point in time ...
+		// After a delta disk backing is added, all writes go to the delta
+		// disk backing." So the snapshot keeps the current top (frozen from
+		// now on) and the VM's live backing becomes a new delta child of it.
+		top := len(ds.chain) - 1
+		frozen := ds.chain[top]
+		dsDir := l.datastores[ds.datastore]
+		childRel := nextDeltaName(dsDir, ds.chain[0].rel)
+		child := link{rel: childRel, abs: filepath.Join(dsDir, childRel)}
+		if err := createDelta(frozen.abs, child.abs); err != nil {
+			log.Printf("snapshot %d of %s: %s", n, vi.name, err)
+		} else {
+			ds.chain = append(ds.chain, child)
+			ds.relPath, ds.image = child.rel, child.abs
 		}
 		sd := &snapDisk{
 			key:      ds.key,
-			frozen:   frozen,
-			dsPath:   fmt.Sprintf("[%s] %s", ds.datastore, rel),
+			rel:      frozen.rel,
+			frozen:   frozen.abs,
+			dsPath:   fmt.Sprintf("[%s] %s", ds.datastore, frozen.rel),
 			capacity: ds.capacity,
 		}
 		if vi.cbt && ds.cbtUUID != "" {
@@ -403,6 +419,8 @@ func (l *lab) PutObject(obj mo.Reference) {
 		nd := *disk
 		nb := *backing
 		nb.FileName = sd.dsPath
+		nb.Parent = ds.parentBacking(top, backing)
+		nb.DeltaDiskFormat = deltaFormat(top)
 		nb.ChangeId = ""
 		if sd.cbtUUID != "" {
 			nb.ChangeId = fmt.Sprintf("%s/%d", sd.cbtUUID, sd.seq)
@@ -491,10 +509,8 @@ func (l *lab) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
 			want = disk.CapacityInBytes
 		}
 		if want > d.capacity {
-			if err := os.Truncate(d.image, want); err != nil {
+			if err := d.growLocked(want); err != nil {
 				log.Printf("growing %s: %s", d.image, err)
-			} else {
-				d.capacity = want
 			}
 		}
 	})
@@ -508,20 +524,27 @@ func (l *lab) RemoveObject(ref types.ManagedObjectReference) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	st := l.snaps[ref]
+	if st == nil {
+		return
+	}
 	l.dropSnapshotLocked(ref)
+	if vi := l.vms[st.vm]; vi != nil {
+		if simVM, ok := simulator.Map.Get(st.vm).(*simulator.VirtualMachine); ok {
+			l.consolidateLocked(vi, &simVM.VirtualMachine)
+		}
+	}
 }
 
+// dropSnapshotLocked forgets a removed snapshot and deletes its own files
+// (.vmsn); its disk links are merged by consolidateLocked.
 func (l *lab) dropSnapshotLocked(ref types.ManagedObjectReference) {
 	st := l.snaps[ref]
 	if st == nil {
 		return
 	}
 	delete(l.snaps, ref)
-	files := st.extraFiles
-	for _, sd := range st.disks {
-		files = append(files, sd.frozen)
-	}
-	for _, f := range files {
+	for _, f := range st.extraFiles {
 		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
 			log.Printf("removing %s: %s", f, err)
 		}
@@ -545,7 +568,7 @@ func snapshotTreeRefs(tree []types.VirtualMachineSnapshotTree, out map[types.Man
 // DataKey at no file, and delete them ourselves with the frozen images.
 //
 // 2. Snapshots no longer in the tree (RemoveSnapshot, RemoveAllSnapshots,
-// removeChildren) lose their frozen images.
+// removeChildren) are forgotten and their disks consolidated.
 func (l *lab) syncSnapshotsLocked(vm *mo.VirtualMachine) {
 	if vm.LayoutEx != nil {
 		for i := range vm.LayoutEx.Snapshot {
@@ -572,6 +595,9 @@ func (l *lab) syncSnapshotsLocked(vm *mo.VirtualMachine) {
 		if st.vm == vm.Self && !inTree[ref] {
 			l.dropSnapshotLocked(ref)
 		}
+	}
+	if vi := l.vms[vm.Self]; vi != nil {
+		l.consolidateLocked(vi, vm)
 	}
 }
 
@@ -622,6 +648,10 @@ func (l *lab) applyLiveLocked(vi *vmInfo, vm *mo.VirtualMachine) {
 		disk.CapacityInBytes = d.capacity
 		disk.CapacityInKB = d.capacity / 1024
 		if b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+			top := len(d.chain) - 1
+			b.FileName = d.backingFile()
+			b.Parent = d.parentBacking(top, b)
+			b.DeltaDiskFormat = deltaFormat(top)
 			if vi.cbt {
 				b.ChangeId = d.changeID()
 			} else {
@@ -664,18 +694,14 @@ func (l *lab) write(vmName string, key int32, writes []guestWrite) ([][2]int64, 
 			return nil, fmt.Errorf("write [%d, +%d) is outside the disk (capacity %d)", w.Offset, len(w.Data), d.capacity)
 		}
 	}
-	f, err := os.OpenFile(d.image, os.O_WRONLY, 0)
-	if err != nil {
+	// Guest writes go to the live top of the chain (see vmdk.go).
+	if err := writeTop(d.image, l.cfg.DatastoreRoot, writes); err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out [][2]int64
 	for _, w := range writes {
 		if len(w.Data) == 0 {
 			continue
-		}
-		if _, err := f.WriteAt(w.Data, w.Offset); err != nil {
-			return out, err
 		}
 		out = append(out, [2]int64{w.Offset, int64(len(w.Data))})
 		if vi.cbt && d.cbtUUID != "" {
@@ -744,10 +770,9 @@ func (l *lab) grow(vmName string, key int32, size int64) (map[string]interface{}
 		if size < d.capacity {
 			return fmt.Errorf("size %d is smaller than the current capacity %d (disks only grow)", size, d.capacity)
 		}
-		if err := os.Truncate(d.image, size); err != nil {
+		if err := d.growLocked(size); err != nil {
 			return err
 		}
-		d.capacity = size
 		l.applyLiveLocked(vi, &vm.VirtualMachine)
 		out = describeDisk(d)
 		return nil
@@ -774,107 +799,6 @@ func mergeExtents(in []extent) []extent {
 		out = append(out, e)
 	}
 	return out
-}
-
-const (
-	seekData = 3
-	seekHole = 4
-)
-
-// allocatedExtents lists the data (non-hole) ranges of a file, clipped to size.
-func allocatedExtents(name string, size int64) ([]extent, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fd := int(f.Fd())
-	var out []extent
-	off := int64(0)
-	for off < size {
-		d, err := seekFd(fd, off, seekData)
-		if err != nil {
-			if isENXIO(err) {
-				break
-			}
-			if isEINVAL(err) { // no SEEK_DATA support: everything is data
-				return []extent{{0, size}}, nil
-			}
-			return nil, err
-		}
-		if d >= size {
-			break
-		}
-		h, err := seekFd(fd, d, seekHole)
-		if err != nil {
-			h = size
-		}
-		if h > size {
-			h = size
-		}
-		out = append(out, extent{d, h})
-		off = h
-	}
-	return out, nil
-}
-
-// sparseCopy copies src to dst preserving holes (reflink when possible).
-// dst is created read-only.
-func sparseCopy(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	size := st.Size()
-	tmp := dst + ".tmp"
-	_ = os.Remove(tmp)
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0644)
-	if err != nil {
-		return err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			out.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if !ficlone(out, in) {
-		if err := out.Truncate(size); err != nil {
-			return err
-		}
-		exts, err := allocatedExtents(src, size)
-		if err != nil {
-			return err
-		}
-		buf := make([]byte, 1<<20)
-		for _, e := range exts {
-			for off := e.start; off < e.end; {
-				n := int64(len(buf))
-				if e.end-off < n {
-					n = e.end - off
-				}
-				if _, err := in.ReadAt(buf[:n], off); err != nil {
-					return err
-				}
-				if _, err := out.WriteAt(buf[:n], off); err != nil {
-					return err
-				}
-				off += n
-			}
-		}
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	ok = true
-	_ = os.Chmod(tmp, 0444)
-	return os.Rename(tmp, dst)
 }
 
 // ---------------------------------------------------------------- QueryChangedDiskAreas
@@ -944,7 +868,7 @@ func (l *lab) changedAreas(vmRef types.ManagedObjectReference, snapRef *types.Ma
 
 	if changeID == "*" {
 		l.mu.Unlock()
-		exts, err := allocatedExtents(image, capacity)
+		exts, err := chainAllocated(image, capacity)
 		if err != nil {
 			return nil, 0, &qcdaError{fault: "FileFault", msg: err.Error(), file: image}
 		}

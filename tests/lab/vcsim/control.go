@@ -92,9 +92,15 @@ func (l *lab) describeSnapshots() []map[string]interface{} {
 			if sd.cbtUUID != "" {
 				cid = sd.cbtUUID + "/" + itoa(sd.seq)
 			}
+			chain := []string{sd.dsPath}
+			if vi := l.vms[st.vm]; vi != nil {
+				if d := vi.diskByKey(sd.key); d != nil && d.indexOf(sd.rel) >= 0 {
+					chain = d.chainPaths(d.indexOf(sd.rel))
+				}
+			}
 			disks = append(disks, map[string]interface{}{
 				"key": sd.key, "frozen": sd.frozen, "backing_file": sd.dsPath,
-				"capacity_bytes": sd.capacity, "change_id": cid,
+				"capacity_bytes": sd.capacity, "change_id": cid, "chain": chain,
 			})
 		}
 		out = append(out, map[string]interface{}{"moid": ref.Value, "vm": st.vm.Value, "disks": disks})

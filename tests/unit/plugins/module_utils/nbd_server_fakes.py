@@ -18,6 +18,6 @@ def vddk_params(**over):
                   server='vcenter.example.com', username='admin@vsphere.local', password=SECRET,
                   thumbprint=THUMB, vm_moref='vm-42', snapshot_moref='snapshot-7',
                   backing_file='[datastore1] vm0/vm0.vmdk', transports=None, compression=None,
-                  config=None, single_link=False, filters=[], port=None)
+                  config=None, filters=[], port=None)
     params.update(over)
     return params

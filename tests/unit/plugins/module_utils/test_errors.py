@@ -36,7 +36,7 @@ def test_each_area_keeps_its_released_wording():
     assert str(vsphere.TaskFailedError('busy', operation='power off', vm='VM0', disk='Hard disk 1')) == \
         'power off of VM VM0, disk Hard disk 1 failed: busy'
     assert str(nbdkit.NbdkitConfigError('bad').located(subject='the server on /s')) == \
-        'nbdkit_server: cannot configure the server on /s: bad'
+        'nbd_disk_server: cannot configure the server on /s: bad'
     assert str(vma.VmaRequestError('read the progress', 'http://v/api', 'HTTP 500')) == \
         'Cannot read the progress at http://v/api: HTTP 500'
     assert str(nbd_copy.ValidationError('bad', operation='validate', disk='disk 2000', offset=4096)) == \

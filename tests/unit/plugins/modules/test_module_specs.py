@@ -15,11 +15,12 @@ import yaml
 from ansible_collections.migratekit.migration.plugins.module_utils import cbt, cycle_lock, nbd_copy, nbdkit, power, vma
 from ansible_collections.migratekit.migration.plugins.module_utils import vsphere
 from ansible_collections.migratekit.migration.plugins.module_utils._argspec import Options
+from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server import config as nbd_config
 from ansible_collections.migratekit.migration.plugins.module_utils._copy import job as copy_job
 from ansible_collections.migratekit.migration.plugins.modules import (
     cycle_lock as cycle_lock_module,
     nbd_incremental_copy,
-    nbdkit_server,
+    nbd_disk_server,
     vma_progress,
     vma_progress_info,
     vmware_cbt_snapshot,
@@ -39,8 +40,8 @@ MODULES = [
     (nbd_incremental_copy, nbd_copy.COPY_SPEC, nbd_copy.copy_module,
      [nbd_copy.copy_module, nbd_copy.progress_factory, copy_job.run_copy, copy_job._CopyInput, copy_job._commit,
       copy_job.DiskCopy]),
-    (nbdkit_server, nbdkit.SERVER_SPEC, nbdkit.nbdkit_server_module,
-     [nbdkit.nbdkit_server_module, nbdkit._server_module, nbdkit.validate]),
+    (nbd_disk_server, nbdkit.SERVER_SPEC, nbdkit.nbd_disk_server_module,
+     [nbdkit.nbd_disk_server_module, nbdkit._server_module, nbdkit.validate, nbd_config._file_config]),
     (vma_progress, vma.PROGRESS_SPEC, vma.post_progress, [vma.post_progress]),
     (vma_progress_info, vma.PROGRESS_INFO_SPEC, vma.read_progress, [vma.read_progress]),
     (cycle_lock_module, cycle_lock.LOCK_SPEC, cycle_lock.cycle_lock_module,

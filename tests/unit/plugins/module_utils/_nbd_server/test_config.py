@@ -13,14 +13,14 @@ from ansible_collections.migratekit.migration.tests.unit.plugins.module_utils.nb
 
 
 def test_vddk_argv_full():
-    config = validate(vddk_params(compression='zlib', config='/etc/vddk.cfg', single_link=True, port=443))
+    config = validate(vddk_params(compression='zlib', config='/etc/vddk.cfg', port=443))
     argv = nbdkit.build_argv(config, password_file='/run/mk/c1/.disk-2000.sock.password.x1')
     assert argv == [
         'nbdkit', '--log=stderr', '-U', '/run/mk/c1/disk-2000.sock', '-P', '/run/mk/c1/disk-2000.sock.pid', '-r',
         'vddk', 'libdir=/opt/vddk', 'server=vcenter.example.com', 'port=443', 'user=admin@vsphere.local',
         'password=+/run/mk/c1/.disk-2000.sock.password.x1', 'thumbprint=' + THUMB, 'vm=moref=vm-42',
         'snapshot=snapshot-7', 'file=[datastore1] vm0/vm0.vmdk', 'transports=nbdssl:nbd', 'compression=zlib',
-        'config=/etc/vddk.cfg', 'single-link=true',
+        'config=/etc/vddk.cfg',
     ]
 
 
@@ -67,7 +67,7 @@ def test_vddk_bad_input_names_the_parameter(over, needle):
 
 
 def test_file_argv_readonly_default_and_filters():
-    config = validate(dict(socket='/s/d.sock', path='/img/disk.img', filters=[
+    config = validate(dict(socket='/s/d.sock', path='/img/disk.img', format='raw', filters=[
         {'name': 'error', 'params': {'error-rate': '10%', 'error': 'EIO'}},
         {'name': 'delay', 'params': {'rdelay': '2ms'}},
     ]))
@@ -79,7 +79,7 @@ def test_file_argv_readonly_default_and_filters():
 
 
 def test_file_argv_writable_pidfile_threads():
-    config = validate(dict(socket='/s/d.sock', path='/img/disk.img', readonly=False,
+    config = validate(dict(socket='/s/d.sock', path='/img/disk.img', format='raw', readonly=False,
                                   pidfile='/p/x.pid', threads=4, nbdkit_path='/usr/sbin/nbdkit'))
     argv = nbdkit.build_argv(config)
     assert argv[0] == '/usr/sbin/nbdkit' and '-r' not in argv
@@ -90,7 +90,7 @@ def test_file_argv_writable_pidfile_threads():
                                      [{'name': 'rate', 'params': {'a b': 1}}]])
 def test_bad_filters(filters):
     with pytest.raises(nbdkit.NbdkitConfigError, match='filters'):
-        validate(dict(socket='/s/d.sock', path='/i', filters=filters))
+        validate(dict(socket='/s/d.sock', path='/i', format='raw', filters=filters))
 
 
 def test_file_needs_path():
@@ -105,3 +105,10 @@ def test_uri_quotes_the_socket_path():
 
 def test_comparable_argv_masks_the_password_file():
     assert nbdkit.comparable_argv(['vddk', 'password=+/tmp/x1']) == ['vddk', 'password=+*']
+
+
+def test_vddk_reads_the_whole_chain_of_the_snapshot_backing():
+    """file= is the snapshot's backing descriptor, never opened as a single link (single_link is gone)."""
+    argv = nbdkit.build_argv(validate(vddk_params()), password_file='/x/pw')
+    assert 'file=[datastore1] vm0/vm0.vmdk' in argv and not any('single-link' in arg for arg in argv)
+    assert 'single_link' not in nbdkit.SERVER_SPEC.argument_spec

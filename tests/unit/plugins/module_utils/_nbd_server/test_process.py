@@ -52,7 +52,7 @@ def test_is_our_server():
 def test_stopping_nothing_is_ok(tmp_path):
     directory = tmp_path / 'd'
     directory.mkdir(mode=0o700)
-    config = validate(dict(socket=str(directory / 'x.sock'), path='/nonexistent'))
+    config = validate(dict(socket=str(directory / 'x.sock'), path='/nonexistent', format='raw'))
     server = nbdkit.NbdkitServer(config)
     assert server.ensure_stopped()[0] is False
     (directory / 'x.sock.pid').write_text(u'999999999\n')

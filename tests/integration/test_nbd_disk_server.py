@@ -1,5 +1,5 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""nbdkit_server for real: Ansible runs the module, nbdkit serves, libnbd reads."""
+"""nbd_disk_server for real: Ansible runs the module, qemu-nbd (VMDK chains) and nbdkit (raw) serve, libnbd reads."""
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(shutil.which('nbdkit') is None, reason='nbdkit i
 
 
 def run_module(args, check=False, diff=False):
-    """Run nbdkit_server through ansible (ad hoc, localhost); return (failed, result)."""
-    run = helpers.run_module('nbdkit_server', args, check=check, diff=diff)
+    """Run nbd_disk_server through ansible (ad hoc, localhost); return (failed, result)."""
+    run = helpers.run_module('nbd_disk_server', args, check=check, diff=diff)
     return run.failed, run.result
 
 
@@ -55,7 +55,7 @@ def image(tmp_path):
 def test_file_server_lifecycle(tmp_path, image):
     path, data = image
     sock = str(tmp_path / 'run' / 'disk-2000.sock')
-    args = {'socket': sock, 'path': path}
+    args = {'socket': sock, 'path': path, 'format': 'raw'}
 
     failed, res = run_module(args, check=True)
     assert not failed and res['changed'] and res['pid'] is None
@@ -94,7 +94,7 @@ def test_writable_file_server(tmp_path):
     path = tmp_path / 'target.img'
     path.write_bytes(b'\0' * (1 << 20))
     sock = str(tmp_path / 'run' / 't.sock')
-    failed, res = run_module({'socket': sock, 'path': str(path), 'readonly': False})
+    failed, res = run_module({'socket': sock, 'path': str(path), 'format': 'raw', 'readonly': False})
     assert not failed, res
     try:
         handle = nbd.NBD()
@@ -112,7 +112,7 @@ def test_writable_file_server(tmp_path):
 
 def test_start_failure_reports_nbdkit_message_and_leaves_nothing(tmp_path):
     sock = str(tmp_path / 'run' / 'x.sock')
-    failed, res = run_module({'socket': sock, 'path': str(tmp_path / 'missing.img')})
+    failed, res = run_module({'socket': sock, 'path': str(tmp_path / 'missing.img'), 'format': 'raw'})
     assert failed
     assert 'cannot start the server on %s' % sock in res['msg'] and 'missing.img' in res['msg']
     assert not live_nbdkit(sock)
@@ -123,7 +123,7 @@ def test_shared_socket_directory_is_refused(tmp_path, image):
     shared = tmp_path / 'shared'
     shared.mkdir()
     os.chmod(str(shared), 0o1777)
-    failed, res = run_module({'socket': str(shared / 'x.sock'), 'path': image[0]})
+    failed, res = run_module({'socket': str(shared / 'x.sock'), 'path': image[0], 'format': 'raw'})
     assert failed and 'private' in res['msg']
     assert not live_nbdkit(str(shared / 'x.sock'))
 
@@ -167,7 +167,7 @@ def test_stop_every_server_in_a_directory(tmp_path, image):
     run_dir = tmp_path / 'run'
     socks = [str(run_dir / ('%d.sock' % key)) for key in (2000, 2001)]
     for sock in socks:
-        failed, res = run_module({'socket': sock, 'path': image[0]})
+        failed, res = run_module({'socket': sock, 'path': image[0], 'format': 'raw'})
         assert not failed, res
     assert all(live_nbdkit(sock) for sock in socks)
     (run_dir / 'stale.sock.pid').write_text(u'999999999\n')
@@ -235,3 +235,81 @@ def test_vddk_start_reads_the_password_file_then_removes_it(tmp_path):
         run_module({'socket': sock, 'state': 'stopped'})
     assert not live_nbdkit(sock)
     assert os.listdir(os.path.dirname(sock)) == []
+
+
+# ---------------------------------------------------------------- VMDK chains through qemu-nbd
+
+def live_qemu_nbd(socket_path):
+    return [pid for pid, _pgid, argv in helpers.live_processes()
+            if argv and b'qemu-nbd' in argv[0] and ('--socket=' + socket_path).encode() in argv]
+
+
+@pytest.fixture
+def chain(tmp_path):
+    """A datastore directory with vm.vmdk (flat, data) <- vm-000001.vmdk (a delta with more data): (ds, top, raw)."""
+    ds = tmp_path / 'ds'
+    (ds / 'vm').mkdir(parents=True)
+    base, top = str(ds / 'vm' / 'vm.vmdk'), str(ds / 'vm' / 'vm-000001.vmdk')
+    size = 4 << 20
+    subprocess.check_call(['qemu-img', 'create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', base, str(size)])
+    first, second = os.urandom(65536), os.urandom(65536)
+    for data, offset, image in ((first, 0, base), (second, 2 << 20, None)):
+        if image is None:
+            subprocess.check_call(['qemu-img', 'create', '-q', '-f', 'vmdk', '-b', 'vm.vmdk', '-F', 'vmdk', top])
+            image = top
+        src = str(tmp_path / 'w')
+        with open(src, 'wb') as handle:
+            handle.write(data)
+        subprocess.check_call(['qemu-io', '-f', 'vmdk', '-c', 'write -q -s %s %d %d' % (src, offset, len(data)), image])
+    raw = bytearray(size)
+    raw[0:65536] = first
+    raw[2 << 20:(2 << 20) + 65536] = second
+    return str(ds), top, bytes(raw)
+
+
+@pytest.mark.skipif(shutil.which('qemu-nbd') is None, reason='qemu-nbd is not installed')
+def test_vmdk_chain_lifecycle(tmp_path, chain):
+    ds, top, raw = chain
+    sock = str(tmp_path / 'run' / 'disk-2000.sock')
+    args = {'socket': sock, 'path': top, 'datastore_dir': ds, 'connections': 2}
+    failed, res = run_module(args, check=True)
+    assert not failed and res['changed'] and res['pid'] is None and not live_qemu_nbd(sock)
+    failed, res = run_module(args, diff=True)
+    assert not failed and res['changed'] is True and res['server'] == 'qemu-nbd', res
+    assert res['chain'][:2] == [top, os.path.join(ds, 'vm', 'vm.vmdk')]
+    assert oct(os.stat(os.path.dirname(sock)).st_mode & 0o777) == oct(0o700)
+    pid = res['pid']
+    assert live_qemu_nbd(sock) == [pid] and res['size_bytes'] == len(raw)
+    assert read_all(res['uri'], len(raw)) == raw
+    # block status and multi-conn, as the copy uses them
+    handle = nbd.NBD()
+    handle.add_meta_context('base:allocation')
+    handle.connect_uri(res['uri'])
+    assert handle.can_meta_context('base:allocation') and handle.can_multi_conn()
+    handle.shutdown()
+    # idempotent; another limit restarts it
+    failed, res = run_module(args)
+    assert not failed and res['changed'] is False and res['pid'] == pid
+    failed, res = run_module(dict(args, read_bps_limit=1 << 30))
+    assert not failed and res['changed'] and res['restarted'] and res['pid'] != pid
+    assert live_qemu_nbd(sock) == [res['pid']]
+    # stop; then the directory sweep finds nothing left
+    failed, res = run_module({'socket': sock, 'state': 'stopped'})
+    assert not failed and res['changed'] and not live_qemu_nbd(sock)
+    assert os.listdir(os.path.dirname(sock)) == []
+    failed, res = run_module({'socket_dir': os.path.dirname(sock), 'state': 'stopped'})
+    assert not failed and res['changed'] is False
+
+
+@pytest.mark.skipif(shutil.which('qemu-nbd') is None, reason='qemu-nbd is not installed')
+def test_a_chain_the_transport_cannot_read_fails_before_anything_starts(tmp_path, chain):
+    ds, top, _raw = chain
+    run = tmp_path / 'run'
+    os.remove(os.path.join(ds, 'vm', 'vm-flat.vmdk'))
+    failed, res = run_module({'socket': str(run / 'd.sock'), 'path': top, 'datastore_dir': ds,
+                              'disk': 'VM0 Hard disk 1 (key 2000)'})
+    assert failed and 'cannot serve VM0 Hard disk 1 (key 2000) (%s)' % top in res['msg'], res['msg']
+    assert 'vm-flat.vmdk, which is missing' in res['msg'] and os.path.join(ds, 'vm', 'vm.vmdk names') in res['msg']
+    assert not run.exists(), 'nothing was created'
+    failed, res = run_module({'socket': str(run / 'd.sock'), 'path': top, 'datastore_dir': str(tmp_path / 'other')})
+    assert failed and 'outside the datastore mount' in res['msg']

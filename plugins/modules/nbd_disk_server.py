@@ -8,26 +8,36 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
-module: nbdkit_server
-short_description: Serve a disk read-only over NBD on a private unix socket with nbdkit
-version_added: 0.1.0
+module: nbd_disk_server
+short_description: Serve a VM disk over NBD on a private unix socket (a VMDK chain with qemu-nbd, VDDK with nbdkit)
+version_added: 0.2.0
 description:
-  - Starts C(nbdkit) in the background on a unix socket, waits until the socket answers an NBD handshake and
+  - Starts an NBD server in the background on a unix socket, waits until the socket answers an NBD handshake and
     returns the NBD URI to copy from; or stops the server started on that socket and removes its socket,
-    pidfile, log file and any password file.
-  - C(transport=file) serves an image file (a datastore reachable as a directory, for example over NFS, and the lab).
+    pidfile, log file and any password file. Formerly C(nbdkit_server), which redirects here.
+  - C(transport=file) with C(format=vmdk) (the default) serves the snapshot's frozen VMDK chain from a datastore
+    mounted as a directory (for example NFS, read-only) with C(qemu-nbd --read-only --format=vmdk --persistent
+    --shared=N). I(path) is the snapshot disk's backing descriptor; qemu reads its extents and every parent
+    of the chain (flat, sparse, vmfsSparse and seSparse extents). qemu-nbd answers C(base:allocation) block status
+    and allows O(connections) connections at once (multi-conn).
+  - Before anything starts the chain is checked; a descriptor that is missing, has a bad header, names a missing
+    extent or parent, a file outside O(datastore_dir), or a raw device mapping fails, naming the disk, the file
+    and what was expected.
+  - C(transport=file) with C(format=raw) serves a raw image with nbdkit's file plugin (tests, raw images).
   - C(transport=vddk) serves a VMware snapshot disk with nbdkit's vddk plugin (always read-only, C(-r)). The
     vCenter password is written to a 0600 file in the socket's private directory and passed as C(password=+FILE),
     never on the command line; nbdkit reads that file while parsing its parameters, before it listens, so the
     file is removed as soon as the socket answers (and on every failure).
   - The socket's directory must be private (mode 0700, owned by the user running the module); it is created
     that way when missing, and an existing directory others can enter (such as C(/tmp)) is refused.
-  - A server already running on I(socket) with the same command line is left alone (changed=false); one with a
-    different command line is restarted. Changing only the password is not detected.
+  - A server already running on I(socket) (found through its pidfile, and its process serving that socket) with
+    the same command line is left alone (changed=false); one with a different command line is restarted.
+    Changing only the password is not detected.
 author:
   - migratekit.migration contributors (@migratekit)
 requirements:
-  - nbdkit (with the file plugin, or the vddk plugin and VMware VDDK for I(transport=vddk))
+  - qemu-nbd (Debian C(qemu-utils)) for I(transport=file) with I(format=vmdk)
+  - nbdkit (with the file plugin for I(format=raw), or the vddk plugin and VMware VDDK for I(transport=vddk))
   - libnbd Python bindings (C(python3-libnbd)) to check the server's handshake and size; without them only the
     server's greeting is checked
 options:
@@ -54,19 +64,60 @@ options:
     type: path
   transport:
     description:
-      - C(file) serves I(path); C(vddk) serves a VMware disk through nbdkit's vddk plugin.
+      - C(file) serves I(path) from a mounted datastore (or a raw image); C(vddk) serves a VMware disk through
+        nbdkit's vddk plugin.
     type: str
     choices: [file, vddk]
     default: file
   path:
     description:
-      - The image file to serve. Required with I(transport=file).
+      - Required with I(transport=file). With I(format=vmdk), the snapshot disk's backing descriptor on the
+        datastore mount (such as C(/mnt/datastore1/vm0/vm0.vmdk)); with I(format=raw), a raw image.
     type: path
+  format:
+    description:
+      - With I(transport=file), what I(path) is. C(vmdk) is served read-only by qemu-nbd, the whole chain of
+        parents included; C(raw) by nbdkit's file plugin.
+    type: str
+    choices: [vmdk, raw]
+    default: vmdk
+  datastore_dir:
+    description:
+      - The directory where the datastore is mounted. With I(format=vmdk), every descriptor, extent and parent of
+        the chain must be inside it (symbolic links resolved), or the module fails before starting anything.
+    type: path
+  disk:
+    description:
+      - What the disk is, for messages, such as C(VM0 Hard disk 1 (key 2000)); a refusal names it with the file.
+    type: str
   readonly:
     description:
-      - Serve read-only (C(-r)). Only I(transport=file) may set it to false; vddk is always read-only.
+      - Serve read-only. Only I(format=raw) may set it to false; VMDK chains and vddk are always read-only.
     type: bool
     default: true
+  connections:
+    description:
+      - With I(format=vmdk), how many clients qemu-nbd serves at once (C(--shared)); the copy opens one connection
+        per worker.
+    type: int
+    default: 4
+  read_bps_limit:
+    description:
+      - With I(format=vmdk), a read limit in bytes per second (a qemu throttle group), to spare a busy datastore.
+    type: int
+  aio:
+    description:
+      - With I(format=vmdk), how qemu-nbd does its I/O (C(--aio)). C(io_uring) reads sparse delta links
+        markedly faster than the thread pool (C(threads)); C(auto) takes C(io_uring) when this kernel allows it
+        (not disabled by sysctl or a container's seccomp profile) and C(threads) otherwise.
+    type: str
+    choices: [auto, io_uring, threads]
+    default: auto
+  qemu_nbd_path:
+    description:
+      - The qemu-nbd program to run.
+    type: path
+    default: qemu-nbd
   vddk_libdir:
     description:
       - Directory of the VMware VDDK (C(libdir=)). nbdkit's compiled-in default when omitted.
@@ -118,15 +169,10 @@ options:
     description:
       - A VDDK configuration file (C(config=)).
     type: path
-  single_link:
-    description:
-      - Open the disk's single link only (C(single-link=true)), for snapshots.
-    type: bool
-    default: false
   filters:
     description:
       - nbdkit filters to stack in front of the plugin, in order, for example to inject errors, latency or a
-        bandwidth limit in tests.
+        bandwidth limit in tests. Not with I(format=vmdk) (qemu-nbd).
     type: list
     elements: dict
     default: []
@@ -143,7 +189,7 @@ options:
         default: {}
   threads:
     description:
-      - Number of nbdkit service threads (C(-t)); nbdkit's default when omitted.
+      - Number of nbdkit service threads (C(-t)); nbdkit's default when omitted. Not with I(format=vmdk).
     type: int
   nbdkit_path:
     description:
@@ -168,21 +214,27 @@ attributes:
 notes:
   - The server runs in the background after the task; stop it with I(state=stopped) and the same I(socket),
     typically in an C(always) section.
+  - qemu takes a shared read lock on the chain's files while it serves them; stop the server before the snapshot
+    is removed.
 seealso:
+  - name: qemu-nbd(8)
+    description: The options of qemu-nbd.
+    link: https://www.qemu.org/docs/master/tools/qemu-nbd.html
   - name: nbdkit-vddk-plugin(1)
     description: The vddk plugin's parameters.
     link: https://libguestfs.org/nbdkit-vddk-plugin.1.html
 '''
 
 EXAMPLES = r'''
-- name: Serve a frozen disk image read-only
-  migratekit.migration.nbdkit_server:
+- name: Serve a snapshot's frozen VMDK chain from an NFS datastore mounted read-only
+  migratekit.migration.nbd_disk_server:
     socket: /run/migratekit/cycle-1/disk-2000.sock
-    path: /mnt/datastore1/vm0/disk-2000.img
+    path: /mnt/datastore1/vm0/vm0.vmdk
+    datastore_dir: /mnt/datastore1
   register: source
 
 - name: Serve a VMware snapshot disk through VDDK
-  migratekit.migration.nbdkit_server:
+  migratekit.migration.nbd_disk_server:
     socket: /run/migratekit/cycle-1/disk-2000.sock
     transport: vddk
     vddk_libdir: /opt/vmware-vix-disklib-distrib
@@ -194,10 +246,11 @@ EXAMPLES = r'''
     snapshot_moref: snapshot-7
     backing_file: "[datastore1] vm0/vm0.vmdk"
 
-- name: A flaky, slow source for a test
-  migratekit.migration.nbdkit_server:
+- name: A flaky, slow raw source for a test
+  migratekit.migration.nbd_disk_server:
     socket: /run/migratekit/test/flaky.sock
     path: /var/tmp/disk.img
+    format: raw
     filters:
       - name: error
         params: {error-rate: "1%", error: EIO}
@@ -205,12 +258,12 @@ EXAMPLES = r'''
         params: {rdelay: 2ms}
 
 - name: Stop it
-  migratekit.migration.nbdkit_server:
+  migratekit.migration.nbd_disk_server:
     socket: /run/migratekit/cycle-1/disk-2000.sock
     state: stopped
 
 - name: Stop every server in a directory
-  migratekit.migration.nbdkit_server:
+  migratekit.migration.nbd_disk_server:
     socket_dir: /run/migratekit/cycle-1
     state: stopped
 '''
@@ -236,7 +289,7 @@ pidfile:
   returned: with O(socket)
   type: str
 log_file:
-  description: nbdkit's log (its stderr), in the socket's directory; removed when the server stops.
+  description: The server's log (its stderr), in the socket's directory; removed when the server stops.
   returned: with O(socket)
   type: str
 argv:
@@ -257,6 +310,16 @@ transport:
   description: The transport served.
   returned: with O(socket)
   type: str
+server:
+  description: The server program, C(qemu-nbd) or C(nbdkit).
+  returned: with O(socket) and I(state=started)
+  type: str
+  sample: qemu-nbd
+chain:
+  description: With I(format=vmdk), the files of the chain checked before serving, the top descriptor first.
+  returned: with I(format=vmdk) and I(state=started)
+  type: list
+  elements: str
 stopped:
   description: With O(socket_dir), the servers that were (or would be) stopped, each with RV(socket), RV(pid) and
     RV(pidfile).
@@ -269,12 +332,12 @@ from ansible_collections.migratekit.migration.plugins.module_utils._runner impor
 from ansible_collections.migratekit.migration.plugins.module_utils.nbdkit import (
     LIBRARIES,
     SERVER_SPEC,
-    nbdkit_server_module,
+    nbd_disk_server_module,
 )
 
 
 def main():
-    run_module('nbdkit_server', SERVER_SPEC, nbdkit_server_module, LIBRARIES)
+    run_module('nbd_disk_server', SERVER_SPEC, nbd_disk_server_module, LIBRARIES)
 
 
 if __name__ == '__main__':

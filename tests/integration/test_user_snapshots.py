@@ -1,0 +1,95 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A VM with its user's snapshots: one taken before the first sync, another between two incremental syncs.
+
+After each cycle every target holds exactly what its disk's VMDK chain presents (qemu-img compare -f vmdk -F
+raw), both user snapshots are still there, and the disks they froze never changed.
+"""
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import os
+import shutil
+
+import pytest
+
+from ansible_collections.migratekit.migration.tests.integration.test_roles import Env
+
+from lab import Lab, chain_sha256, compare_chain  # noqa: E402  (conftest puts tests/lab on sys.path)
+
+MiB = 1 << 20
+KEYS = (2000, 2001)
+
+pytestmark = pytest.mark.skipif(shutil.which('qemu-nbd') is None, reason='qemu-nbd is not installed')
+
+
+def frozen_tops(lab):
+    """{snapshot name: {disk key: local path of the snapshot's disk backing}} (from the simulator)."""
+    names = {}
+    si = lab.connect()
+    try:
+        vm = si.content.searchIndex.FindByInventoryPath(lab.vm('VM0')['path'])
+
+        def walk(trees):
+            for tree in trees:
+                names[tree.name] = dict(
+                    (d.key, lab.datastore_path(d.backing.fileName)) for d in tree.snapshot.config.hardware.device
+                    if hasattr(d.backing, 'fileName') and d.key in KEYS)
+                walk(tree.childSnapshotList)
+        walk(vm.snapshot.rootSnapshotList if vm.snapshot else [])
+    finally:
+        from pyVim.connect import Disconnect
+        Disconnect(si)
+    return names
+
+
+def test_user_snapshots_before_and_between_syncs(tmp_path):
+    pytest.importorskip('nbd')
+    lab = Lab.up(str(tmp_path / 'lab'), vms=1, disks=2, disk_size=16 * MiB, watch_pid=os.getpid())
+    env = Env(lab, str(tmp_path))
+    try:
+        for key in KEYS:
+            lab.write('VM0', key, random_blocks=20, seed=key)
+        lab.user_snapshot('VM0', 'user-before-sync')
+        for key in KEYS:
+            lab.write('VM0', key, random_blocks=6, seed=key + 1)
+        frozen = frozen_tops(lab)
+        digests = dict((key, chain_sha256(frozen['user-before-sync'][key])) for key in KEYS)
+
+        def check_cycle(run, sync_type, snapshots):
+            assert run.rc == 0, run
+            for key in KEYS:
+                assert run.disk('VM0', key)['sync_type'] == sync_type
+                live = lab.live('VM0', key)
+                assert len(live['chain']) == len(snapshots) + 1, live  # the base and one delta per user snapshot
+                assert compare_chain(live['image'], lab.disk('VM0', key)['target_image']), \
+                    'the target of disk %d differs from its chain %s' % (key, live['chain'])
+            assert lab.snapshot_names('VM0') == snapshots
+            for key in KEYS:
+                assert chain_sha256(frozen['user-before-sync'][key]) == digests[key]
+
+        check_cycle(env.playbook('full_sync.yml'), 'full', ['user-before-sync'])
+        for key in KEYS:
+            lab.write('VM0', key, random_blocks=5, seed=key + 2)
+        check_cycle(env.playbook('incremental_sync.yml'), 'incremental', ['user-before-sync'])
+
+        lab.user_snapshot('VM0', 'user-between-syncs')
+        for key in KEYS:
+            lab.write('VM0', key, random_blocks=5, seed=key + 3)
+        check_cycle(env.playbook('incremental_sync.yml'), 'incremental', ['user-before-sync', 'user-between-syncs'])
+        assert len(lab.state()['snapshots']) == 2, 'our snapshot is gone, the two user snapshots stay'
+        assert env.our_nbdkit() == []
+
+        # A datastore mapped to the wrong directory: the cycle fails before copying anything, naming the disk and
+        # the file; nothing is committed, the user's snapshots stay, no server is left.
+        before = env.state('VM0')
+        wrong = str(tmp_path / 'not-the-datastore')
+        os.makedirs(wrong)
+        run = env.playbook('incremental_sync.yml', extra={'migratekit_datastore_paths': {'LocalDS_0': wrong}})
+        assert run.rc != 0 and run.failed_hosts() == ['VM0'], run
+        assert 'cannot serve VM0 Hard disk 1 (key 2000) (%s/VM0/VM0-000002.vmdk)' % wrong in run.out, run
+        assert 'cannot be read' in run.out
+        assert env.state('VM0') == before
+        assert lab.snapshot_names('VM0') == ['user-before-sync', 'user-between-syncs']
+        assert env.our_nbdkit() == []
+    finally:
+        lab.down()
