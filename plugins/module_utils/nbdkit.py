@@ -79,7 +79,7 @@ SERVER_SPEC = ArgumentSpec(dict(
     readonly=dict(type='bool', default=True),
     connections=dict(type='int', default=4),
     read_bps_limit=dict(type='int'),
-    aio=dict(type='str', choices=['auto', 'io_uring', 'threads'], default='auto'),
+    aio=dict(type='str', choices=['auto', 'io_uring', 'threads'], default='threads'),
     qemu_nbd_path=dict(type='path', default='qemu-nbd'),
     vddk_libdir=dict(type='path'),
     server=dict(type='str'),

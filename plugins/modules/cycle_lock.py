@@ -28,13 +28,17 @@ author:
 attributes:
   check_mode:
     support: full
+    description: Can run in check_mode and return changed status prediction without modifying target.
     details:
       - In check mode the lock is tried and released at once; a lock held by another cycle fails the task as it
         would without check mode.
   diff_mode:
     support: none
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
   idempotent:
     support: full
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates
+      no change.
     details:
       - Locking again with the token that holds the lock, or unlocking a lock that is not held, changes nothing.
 options:
@@ -69,9 +73,9 @@ options:
     type: int
     default: 86400
 notes:
-  - The lock is on the appliance that runs the module: give each VM to one appliance.
+  - The lock is on the appliance that runs the module, so give each VM to one appliance.
 seealso:
-  - role: migratekit.migration.incremental_sync
+  - module: migratekit.migration.vmware_cbt_snapshot
 '''
 
 EXAMPLES = r'''

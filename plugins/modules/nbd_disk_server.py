@@ -107,12 +107,14 @@ options:
     type: int
   aio:
     description:
-      - With I(format=vmdk), how qemu-nbd does its I/O (C(--aio)). C(io_uring) reads sparse delta links
-        markedly faster than the thread pool (C(threads)); C(auto) takes C(io_uring) when this kernel allows it
-        (not disabled by sysctl or a container's seccomp profile) and C(threads) otherwise.
+      - With I(format=vmdk), how qemu-nbd does its I/O (C(--aio)). C(threads), qemu's thread pool, works
+        everywhere. C(io_uring) reads sparse delta links markedly faster, but on some kernels and sandboxes
+        qemu-nbd hangs at start-up with it even where the kernel accepts an io_uring; choose it after trying it
+        on the appliance. C(auto) takes C(io_uring) when this kernel allows it (not disabled by sysctl or a
+        container's seccomp profile) and C(threads) otherwise.
     type: str
     choices: [auto, io_uring, threads]
-    default: auto
+    default: threads
   qemu_nbd_path:
     description:
       - The qemu-nbd program to run.

@@ -186,7 +186,6 @@ def test_an_idle_disk_commits_its_new_change_id_without_a_server_or_a_copy(env):
     env.assert_clean()
 
 
-
 # ---------------------------------------------------------------- kill -9 matrix (VM2)
 
 WRITE_RE = re.compile(r' Write id=\d+ offset=0x([0-9a-f]+) count=0x([0-9a-f]+)')

@@ -30,7 +30,6 @@ pytest.importorskip('nbd')
 MiB = 1 << 20
 SIZE = 96 * MiB
 RATE = '48M'            # bits per second on the source: about 6 MiB/s, 16 s for the disk
-KILL_AFTER = 7.0        # one checkpoint (5 s) per run before the kill
 WRITE_RE = re.compile(r' Write id=\d+ offset=0x([0-9a-f]+) count=0x([0-9a-f]+)')
 
 CHILD = '''
@@ -68,14 +67,28 @@ def servers(tmp_path):
     dst.stop()
 
 
-def copy(tmp_path, src, dst, snapshot='snapshot-12', kill_after=None):
+def kill_after_a_checkpoint(proc, path, seconds=120):
+    """kill -9 ``proc`` once it wrote a checkpoint beyond the one in ``path`` now."""
+    def watermark():
+        try:
+            with open(path) as handle:
+                return json.load(handle)['watermark']
+        except (IOError, ValueError):
+            return 0
+    before, deadline = watermark(), time.monotonic() + seconds
+    while watermark() <= before and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, 'the copy ended before a new checkpoint'
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+
+
+def copy(tmp_path, src, dst, snapshot='snapshot-12', kill=False):
     argv = [PYTHON, '-c', CHILD % {'collections': os.path.join(REPO_ROOT, 'build', 'collections')}, src.uri, dst.uri,
             str(tmp_path / 'disk.checkpoint.json'), snapshot, str(tmp_path / 'state.json')]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-    if kill_after is not None:
-        time.sleep(kill_after)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+    if kill:
+        kill_after_a_checkpoint(proc, str(tmp_path / 'disk.checkpoint.json'))
         return None
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -99,7 +112,7 @@ def test_a_copy_killed_twice_resumes_and_writes_each_byte_about_once(tmp_path, s
     source, target, log, src, dst = servers
     marks = []
     for _run in range(2):
-        assert copy(tmp_path, src, dst, kill_after=KILL_AFTER) is None
+        assert copy(tmp_path, src, dst, kill=True) is None
         saved = checkpoint(tmp_path)
         assert saved['snapshot'] == 'snapshot-12' and saved['change_id'] == '52 aa/7'
         assert committed(tmp_path) is None, 'a changeId committed before the disk was complete'
@@ -119,7 +132,7 @@ def test_a_copy_killed_twice_resumes_and_writes_each_byte_about_once(tmp_path, s
 
 def test_a_checkpoint_of_another_snapshot_is_dropped_and_the_copy_starts_over(tmp_path, servers):
     source, target, log, src, dst = servers
-    assert copy(tmp_path, src, dst, kill_after=KILL_AFTER) is None
+    assert copy(tmp_path, src, dst, kill=True) is None
     assert checkpoint(tmp_path)['watermark'] > 0
     result = copy(tmp_path, src, dst, snapshot='snapshot-13')
     assert result.get('resumed_at_bytes') is None and result['bytes_written'] == SIZE
@@ -148,9 +161,7 @@ def test_an_incremental_copy_resumes_too(tmp_path, servers):
                                                'size': SIZE},
             src.uri, dst.uri, str(tmp_path / 'inc.checkpoint.json')]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-    time.sleep(KILL_AFTER)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    kill_after_a_checkpoint(proc, str(tmp_path / 'inc.checkpoint.json'))
     with open(str(tmp_path / 'inc.checkpoint.json')) as handle:
         saved = json.load(handle)
     done = saved['watermark'] + sum(end - start for start, end in saved['done_above'])

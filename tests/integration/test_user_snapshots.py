@@ -81,6 +81,8 @@ def test_user_snapshots_before_and_between_syncs(tmp_path):
 
         # A datastore mapped to the wrong directory: the cycle fails before copying anything, naming the disk and
         # the file; nothing is committed, the user's snapshots stay, no server is left.
+        for key in KEYS:  # something to copy on each disk: a disk with nothing to copy reads nothing
+            lab.write('VM0', key, random_blocks=2, seed=key + 4)
         before = env.state('VM0')
         wrong = str(tmp_path / 'not-the-datastore')
         os.makedirs(wrong)

@@ -213,7 +213,7 @@ def _file_config(options, config):
                                 % options.read_bps_limit)
     if options.connections < 1:
         raise NbdkitConfigError('connections: expected at least 1, got %r' % options.connections)
-    aio = options.aio or 'auto'
+    aio = options.aio or 'threads'
     if aio not in AIO_MODES:
         raise NbdkitConfigError('aio: expected one of %s, got %r' % (', '.join(AIO_MODES), aio))
     if aio == 'auto':
