@@ -126,7 +126,7 @@ def _open(path):
     directory = os.path.dirname(os.path.abspath(path))
     try:
         if not os.path.isdir(directory):
-            os.makedirs(directory, 0o700)
+            os.makedirs(directory, 0o700, exist_ok=True)  # cycles of other VMs may create it meanwhile
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise CycleLockError('cannot open the lock file %s: %s' % (path, exc.strerror or exc),

@@ -86,7 +86,7 @@ def _locked(path):
     directory = os.path.dirname(os.path.abspath(path))
     try:
         if not os.path.isdir(directory):
-            os.makedirs(directory, 0o700)
+            os.makedirs(directory, 0o700, exist_ok=True)  # cycles of other VMs may create it meanwhile
         lock_fd = os.open(path + '.lock', os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise SyncStateError('cannot create sync state file %s: %s' % (path, exc))
@@ -173,7 +173,7 @@ def write_atomic(path, data, what='sync state file'):
     directory = os.path.dirname(os.path.abspath(path))
     try:
         if not os.path.isdir(directory):
-            os.makedirs(directory, 0o700)
+            os.makedirs(directory, 0o700, exist_ok=True)  # cycles of other VMs may create it meanwhile
         fd, tmp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
     except OSError as exc:
         raise SyncStateError('cannot write %s %s: %s' % (what, path, exc))
