@@ -106,7 +106,8 @@ from ansible_collections.migratekit.migration.plugins.module_utils._copy.job imp
     run_copy,
 )
 from ansible_collections.migratekit.migration.plugins.module_utils._copy.plan import CopyPlan
-from ansible_collections.migratekit.migration.plugins.module_utils._copy.worker import SharedState, Worker
+from ansible_collections.migratekit.migration.plugins.module_utils._copy.shared import SharedState
+from ansible_collections.migratekit.migration.plugins.module_utils._copy.worker import Worker
 from ansible_collections.migratekit.migration.plugins.module_utils._vma.options import REPORTING_SPEC
 
 # The names other code uses from here, the parts in _copy included.

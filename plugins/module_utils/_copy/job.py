@@ -54,7 +54,7 @@ from ansible_collections.migratekit.migration.plugins.module_utils._copy.plan im
     copy_items,
     verify_items,
 )
-from ansible_collections.migratekit.migration.plugins.module_utils._copy.worker import SharedState
+from ansible_collections.migratekit.migration.plugins.module_utils._copy.shared import SharedState
 from ansible_collections.migratekit.migration.plugins.module_utils.extents import (
     ExtentsError,
     merge_extents,
