@@ -55,13 +55,31 @@ def written_bytes(log):
         return sum(int(count, 16) for _offset, count in WRITE_RE.findall(handle.read()))
 
 
+class Server(object):
+    """An nbdkit that is started again (same files, same socket) when it did not survive a killed client:
+    nbdkit 1.32 was seen to exit, now and then, when a client was killed with requests in flight."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+        self.process = NbdkitProcess(*args, **kwargs)
+
+    @property
+    def uri(self):
+        if self.process.proc.poll() is not None:
+            self.process = NbdkitProcess(*self.args, **self.kwargs)
+        return self.process.uri
+
+    def stop(self):
+        self.process.stop()
+
+
 @pytest.fixture
 def servers(tmp_path):
     source = random_image(str(tmp_path / 'source.img'), SIZE)
     target = write_image(str(tmp_path / 'target.img'), SIZE)
     log = str(tmp_path / 'target.log')
-    src = NbdkitProcess(tmp_path, 'src', 'file', source, 'rate=' + RATE, read_only=True, filters=['rate'])
-    dst = NbdkitProcess(tmp_path, 'dst', 'file', target, 'logfile=' + log, filters=['log'])
+    src = Server(tmp_path, 'src', 'file', source, 'rate=' + RATE, read_only=True, filters=['rate'])
+    dst = Server(tmp_path, 'dst', 'file', target, 'logfile=' + log, 'logappend=true', filters=['log'])
     yield source, target, log, src, dst
     src.stop()
     dst.stop()
@@ -91,11 +109,6 @@ def copy(tmp_path, src, dst, snapshot='snapshot-12', kill=False):
         kill_after_a_checkpoint(proc, str(tmp_path / 'disk.checkpoint.json'))
         return None
     out, err = proc.communicate(timeout=300)
-    if proc.returncode != 0 and 'ECONNREFUSED' in err:
-        # seen once under load: a server not yet accepting; the copy failed before writing anything
-        time.sleep(1)
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-        out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     return json.loads(out.strip().splitlines()[-1])
 
@@ -175,6 +188,7 @@ def test_an_incremental_copy_resumes_too(tmp_path, servers):
                 for index in range(48))
     done = below + sum(end - start for start, end in saved['done_above'])
     assert saved['sync_type'] == 'incremental' and 0 < done < DATA
+    argv[3:5] = [src.uri, dst.uri]
     out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result['resumed_at_bytes'] == done and result['bytes_written'] == DATA - done
