@@ -49,11 +49,13 @@ from ansible_collections.migratekit.migration.plugins.module_utils._cbt.inventor
     datastore_of,
     disk_capacity_bytes,
     disk_label,
+    excluded_disks,
     extents_file_name,
     find_snapshots,
     hardware_version_number,
     iter_snapshot_tree,
     snapshot_facts,
+    snapshot_findings,
     vm_facts,
 )
 from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import (
@@ -103,6 +105,7 @@ CYCLE_SPEC = ArgumentSpec(dict(
     targets=dict(type='dict'),
     keep_snapshot_on_failure=dict(type='bool', default=False),
     commit_unchanged=dict(type='bool', default=False),
+    exclude_disks=dict(type='list', elements='str', default=[]),
 ), required_if=[('state', 'present', ['extents_dir'])])
 CBT_SNAPSHOT_SPEC = CONNECTION_SPEC.merge(VM_SPEC, CYCLE_SPEC)
 
@@ -113,7 +116,8 @@ __all__ = [
     'cbt_snapshot_module', 'changed_extents', 'check_extents_dir', 'classify_disks', 'create_snapshot',
     'cycle_with', 'datastore_of', 'decide_sync', 'disk_capacity_bytes', 'disk_label', 'enable_cbt',
     'extents_file_name', 'find_snapshots', 'hardware_version_number', 'iter_changed_areas', 'iter_snapshot_tree',
-    'parse_change_id', 'query_changed_areas', 'remove_snapshot', 'run', 'snapshot_facts', 'target_for', 'vm_facts',
+    'parse_change_id', 'query_changed_areas', 'remove_snapshot', 'run', 'snapshot_facts', 'snapshot_findings',
+    'target_for', 'vm_facts', 'excluded_disks',
 ]
 
 
@@ -191,6 +195,7 @@ class CbtSnapshot(object):
         self.unreadable_state = None  # why the state file could not be read (full cycles only)
         self.state_kept_aside = None  # where it went
         self.stats = {'query_pages': 0}
+        self.excluded = []            # the disks exclude_disks took out of the migration
 
     # -- helpers
 
@@ -254,6 +259,7 @@ class CbtSnapshot(object):
             'skipped_disks': skipped,
             'diff': {'before': before, 'after': after},
             'state_kept_aside': self.state_kept_aside,
+            'excluded_disks': self.excluded,
             'warnings': self.warnings,
         }
 
@@ -268,7 +274,7 @@ class CbtSnapshot(object):
                                       'newer needed); upgrade the VM hardware' % (props.get('config.version'),
                                                                                   MIN_HARDWARE_VERSION),
                                       operation='check CBT support', vm=self.vm_name)
-        disks, skipped = classify_disks(props.get('config.hardware.device'))
+        disks, skipped = self._disks_to_migrate(props.get('config.hardware.device'))
         for disk in skipped:
             self.warnings.append("disk '%s' (key %s) of VM %s skipped: %s"
                                  % (disk['label'], disk['key'], self.vm_name, disk['reason']))
@@ -356,6 +362,19 @@ class CbtSnapshot(object):
         if self.options.commit_unchanged:
             self._finish_unchanged(results, snapshot, snapshot_result, written, extents_dir)
         return self._result(changed, facts, snapshot_result, results, skipped, before, after)
+
+    def _disks_to_migrate(self, devices):
+        """:func:`classify_disks` without the excluded disks; refuses unexcluded disks a snapshot cannot freeze.
+
+        Runs before anything changes on the VM (see :func:`excluded_disks`).
+        """
+        self.excluded = excluded_disks(devices, self.options.exclude_disks, vm_name=self.vm_name)
+        for disk in self.excluded:
+            self.warnings.append("disk %s ('%s') of VM %s is not migrated: %s"
+                                 % (disk['key'], disk['label'], self.vm_name, disk['reason']))
+        keys = set(disk['key'] for disk in self.excluded)
+        disks, skipped = classify_disks(devices)
+        return [d for d in disks if d['key'] not in keys], [d for d in skipped if d['key'] not in keys]
 
     def _finish_unchanged(self, results, snapshot, snapshot_result, written, extents_dir):
         """Commit the new changeId of every disk with nothing to copy; with nothing to copy at all, remove
