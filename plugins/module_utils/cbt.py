@@ -572,6 +572,12 @@ def cycle_with(conn, vm, options, check_mode=False, now=None):
     return cycle.present()
 
 
+def verified_thumbprint(conn):
+    """The SHA-1 thumbprint of the vCenter certificate when the connection verified it, else None."""
+    thumbprint = getattr(conn, 'thumbprint', None)
+    return thumbprint() if callable(thumbprint) else None
+
+
 def cbt_snapshot_module(options, check_mode=False, conn=None, now=None):
     """The whole vmware_cbt_snapshot module (:data:`CBT_SNAPSHOT_SPEC`): connect, find the VM, run, log out.
 
@@ -581,7 +587,9 @@ def cbt_snapshot_module(options, check_mode=False, conn=None, now=None):
     if own:
         conn = connect_with(options)
     try:
-        return cycle_with(conn, find_vm_with(conn, options), options, check_mode=check_mode, now=now)
+        result = cycle_with(conn, find_vm_with(conn, options), options, check_mode=check_mode, now=now)
+        result['vcenter_thumbprint'] = verified_thumbprint(conn)
+        return result
     finally:
         if own:
             conn.close()

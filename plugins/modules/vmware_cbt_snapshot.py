@@ -352,6 +352,14 @@ skipped_disks:
   elements: dict
   sample: [{"key": 2001, "label": "Hard disk 2", "backing_file": "[LocalDS_0] app01/data.vmdk",
             "reason": "independent_persistent disk: snapshots do not include it and CBT does not track it"}]
+vcenter_thumbprint:
+  description:
+    - SHA-1 fingerprint of the vCenter certificate (hex pairs separated by colons), read from the certificate the
+      connection verified; what the vddk transport of M(migratekit.migration.nbd_disk_server) needs as its
+      thumbprint. Null when O(validate_certs=false) (an unverified certificate is never vouched for).
+  returned: always
+  type: str
+  sample: "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01"
 state_kept_aside:
   description:
     - Where the sync state file was kept aside (renamed, never deleted) because it belonged to another VM or

@@ -453,7 +453,9 @@ class Lab:
         info = {
             "dir": self.dir,
             "vcenter": {"hostname": r["hostname"], "port": r["port"], "username": USERNAME,
-                        "password": password, "validate_certs": False},
+                        "password": password, "validate_certs": False,
+                        # the vCenter's self-signed certificate: trust it to verify the connection
+                        "ca_file": r.get("ca_file")},
             "vma_url": v["url"],
             "datastores": r["datastores"],
             "vms": [],
