@@ -589,6 +589,8 @@ def cbt_snapshot_module(options, check_mode=False, conn=None, now=None):
     try:
         result = cycle_with(conn, find_vm_with(conn, options), options, check_mode=check_mode, now=now)
         result['vcenter_thumbprint'] = verified_thumbprint(conn)
+        result['warnings'].extend('vSphere call %s was sent again after a new login (attempt %d): %s'
+                                  % (r['method'], r['attempt'], r['error']) for r in getattr(conn, 'retried', []))
         return result
     finally:
         if own:

@@ -149,6 +149,14 @@ def test_an_expired_session_is_logged_in_again(lab_factory):
     assert vsphere.find_vm(conn, path=lab.vm('VM0')['path'])._moId == vm._moId
     assert [r['method'] for r in conn.retried] == ['FindByInventoryPath']
     assert 'NotAuthenticated' in conn.retried[0]['error']
+    # the module says so in a warning
+    conn.content.sessionManager.Logout()
+    options = cbt.CBT_SNAPSHOT_SPEC.options(dict(
+        hostname=lab.vcenter['hostname'], port=lab.vcenter['port'], username=lab.vcenter['username'],
+        password=lab.vcenter['password'], validate_certs=False, name=None, path=lab.vm('VM0')['path'], uuid=None,
+        moid=None, datacenter=None, state='absent'))
+    result = cbt.cbt_snapshot_module(options, conn=conn)
+    assert any('sent again after a new login' in w for w in result['warnings']), result['warnings']
     conn.close()
 
 
