@@ -572,10 +572,20 @@ def cycle_with(conn, vm, options, check_mode=False, now=None):
     return cycle.present()
 
 
-def verified_thumbprint(conn):
-    """The SHA-1 thumbprint of the vCenter certificate when the connection verified it, else None."""
+def verified_thumbprint(conn, warnings=None):
+    """The SHA-1 thumbprint of the vCenter certificate when the connection verified it, else None.
+
+    Reading it never fails the cycle: a problem is a warning (and no thumbprint).
+    """
     thumbprint = getattr(conn, 'thumbprint', None)
-    return thumbprint() if callable(thumbprint) else None
+    if not callable(thumbprint):
+        return None
+    try:
+        return thumbprint()
+    except VSphereError as exc:
+        if warnings is not None:
+            warnings.append('no vCenter thumbprint: %s' % exc)
+        return None
 
 
 def cbt_snapshot_module(options, check_mode=False, conn=None, now=None):
@@ -588,7 +598,7 @@ def cbt_snapshot_module(options, check_mode=False, conn=None, now=None):
         conn = connect_with(options)
     try:
         result = cycle_with(conn, find_vm_with(conn, options), options, check_mode=check_mode, now=now)
-        result['vcenter_thumbprint'] = verified_thumbprint(conn)
+        result['vcenter_thumbprint'] = verified_thumbprint(conn, result['warnings'])
         result['warnings'].extend('vSphere call %s was sent again after a new login (attempt %d): %s'
                                   % (r['method'], r['attempt'], r['error']) for r in getattr(conn, 'retried', []))
         return result

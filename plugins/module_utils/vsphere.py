@@ -260,6 +260,7 @@ class Connection(object):
         self._ssl_context = ssl_context
         self._sleep = sleep
         self._relogging = False
+        self._hung = False            # a call timed out: logging out would wait as long again
         self._thumbprint = None
         stub = getattr(si, '_stub', None)
         modifiers = getattr(stub, 'requestModifierList', None)
@@ -299,6 +300,7 @@ class Connection(object):
             try:
                 return self._invoke(mo, info, args, outerStub)
             except (socket.timeout, TimeoutError) as exc:
+                self._hung = True
                 raise ConnectionFailedError('vSphere %s did not answer %s within %s s (request_timeout): %s'
                                             % (self.where, method, self.timeout, exc or 'timed out'))
             except Exception as exc:  # pylint: disable=broad-except
@@ -357,8 +359,11 @@ class Connection(object):
         return self.content.propertyCollector
 
     def close(self):
-        """Log out; errors while logging out are ignored."""
+        """Log out (not after a call timed out: it would wait as long again); errors while logging out are ignored."""
         if self.si is None:
+            return
+        if self._hung:
+            self.si = None
             return
         try:
             # not pyVim's Disconnect(): it re-reads the service content first

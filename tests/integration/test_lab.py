@@ -110,7 +110,9 @@ def fresh(lab_factory):
 def test_lab_json_follows_the_contract(lab):
     info = lab.info
     assert info['dir'] == lab.dir
-    assert set(info['vcenter']) == {'hostname', 'port', 'username', 'password', 'validate_certs'}
+    assert set(info['vcenter']) == {'hostname', 'port', 'username', 'password', 'validate_certs', 'ca_file'}
+    with open(info['vcenter']['ca_file']) as handle:  # the vCenter's certificate, to trust it
+        assert handle.read().startswith('-----BEGIN CERTIFICATE-----')
     assert info['vcenter']['hostname'] == '127.0.0.1' and info['vcenter']['username'] == 'migratekit-lab'
     assert info['vcenter']['validate_certs'] is False
     assert info['vma_url'].startswith('http://127.0.0.1:')
