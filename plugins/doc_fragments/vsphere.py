@@ -43,6 +43,21 @@ options:
       - If not set, the value of the E(VMWARE_VALIDATE_CERTS) environment variable is used.
     type: bool
     default: true
+  request_timeout:
+    description:
+      - Seconds to wait for an answer to each vSphere API request (the HTTP timeout of every call, the login
+        included). A vCenter that does not answer in time fails the task with a message naming the call; it never
+        hangs it.
+    type: int
+    default: 300
+  connection_retries:
+    description:
+      - How many times a call that failed on a transient connection error is sent again, each time after a new
+        login (waiting 1, 2, 4, ... seconds). Retried are a refused connection or an expired session (C(NotAuthenticated)) for
+        any call, a connection broken in the middle of a call only for calls that read (a call that changes the VM
+        may have run). A timeout is not retried. V(0) retries nothing.
+    type: int
+    default: 3
 notes:
   - All options of this fragment can be set once for many tasks with
     C(module_defaults) and the action group C(group/migratekit.migration.vmware).

@@ -51,12 +51,14 @@ from ansible_collections.migratekit.migration.plugins.module_utils._cbt.inventor
     datastore_of,
     disk_capacity_bytes,
     disk_label,
+    excluded_disks,
     extents_file_name,
     find_snapshots,
     hardware_version_number,
     iter_snapshot_tree,
     snapshot_created_at,
     snapshot_facts,
+    snapshot_findings,
     vm_facts,
 )
 from ansible_collections.migratekit.migration.plugins.module_utils._cbt.snapshots import (
@@ -122,6 +124,7 @@ CYCLE_SPEC = ArgumentSpec(dict(
     commit_unchanged=dict(type='bool', default=False),
     reset_cbt=dict(type='bool', default=False),
     remove_timeout=dict(type='int', default=REMOVE_TIMEOUT),
+    exclude_disks=dict(type='list', elements='str', default=[]),
 ), required_if=[('state', 'present', ['extents_dir'])])
 CBT_SNAPSHOT_SPEC = CONNECTION_SPEC.merge(VM_SPEC, CYCLE_SPEC)
 
@@ -132,7 +135,8 @@ __all__ = [
     'cbt_snapshot_module', 'changed_extents', 'check_extents_dir', 'classify_disks', 'create_snapshot',
     'cycle_with', 'datastore_of', 'decide_sync', 'disk_capacity_bytes', 'disk_label', 'enable_cbt',
     'extents_file_name', 'find_snapshots', 'hardware_version_number', 'iter_changed_areas', 'iter_snapshot_tree',
-    'parse_change_id', 'query_changed_areas', 'remove_snapshot', 'run', 'snapshot_facts', 'target_for', 'vm_facts',
+    'parse_change_id', 'query_changed_areas', 'remove_snapshot', 'run', 'snapshot_facts', 'snapshot_findings',
+    'target_for', 'vm_facts', 'excluded_disks',
 ]
 
 
@@ -276,6 +280,7 @@ class CbtSnapshot(object):
         self.consolidation = None     # after a snapshot removal: consolidate_disks()
         self.rewound = {}             # disk key -> the cbt_rewound decision seen before the snapshot
         self.stats = {'query_pages': 0}
+        self.excluded = []            # the disks exclude_disks took out of the migration
 
     # -- helpers
 
@@ -340,6 +345,7 @@ class CbtSnapshot(object):
             'diff': {'before': before, 'after': after},
             'state_kept_aside': self.state_kept_aside,
             'consolidation': self.consolidation,
+            'excluded_disks': self.excluded,
             'warnings': self.warnings,
         }
 
@@ -434,7 +440,7 @@ class CbtSnapshot(object):
                                                                                   MIN_HARDWARE_VERSION),
                                       operation='check CBT support', vm=self.vm_name)
         devices = props.get('config.hardware.device')
-        disks, skipped = classify_disks(devices)
+        disks, skipped = self._disks_to_migrate(devices)
         for disk in skipped:
             self.warnings.append("disk '%s' (key %s) of VM %s skipped: %s"
                                  % (disk['label'], disk['key'], self.vm_name, disk['reason']))
@@ -563,6 +569,19 @@ class CbtSnapshot(object):
         if self.options.commit_unchanged:
             self._finish_unchanged(results, snapshot, snapshot_result, written, extents_dir)
         return self._result(changed, facts, snapshot_result, results, skipped, before, after)
+
+    def _disks_to_migrate(self, devices):
+        """:func:`classify_disks` without the excluded disks; refuses unexcluded disks a snapshot cannot freeze.
+
+        Runs before anything changes on the VM (see :func:`excluded_disks`).
+        """
+        self.excluded = excluded_disks(devices, self.options.exclude_disks, vm_name=self.vm_name)
+        for disk in self.excluded:
+            self.warnings.append("disk %s ('%s') of VM %s is not migrated: %s"
+                                 % (disk['key'], disk['label'], self.vm_name, disk['reason']))
+        keys = set(disk['key'] for disk in self.excluded)
+        disks, skipped = classify_disks(devices)
+        return [d for d in disks if d['key'] not in keys], [d for d in skipped if d['key'] not in keys]
 
     def _finish_unchanged(self, results, snapshot, snapshot_result, written, extents_dir):
         """Commit the new changeId of every disk with nothing to copy; with nothing to copy at all, remove
@@ -825,6 +844,12 @@ def cycle_with(conn, vm, options, check_mode=False, now=None):
     return cycle.present()
 
 
+def verified_thumbprint(conn):
+    """The SHA-1 thumbprint of the vCenter certificate when the connection verified it, else None."""
+    thumbprint = getattr(conn, 'thumbprint', None)
+    return thumbprint() if callable(thumbprint) else None
+
+
 def cbt_snapshot_module(options, check_mode=False, conn=None, now=None):
     """The whole vmware_cbt_snapshot module (:data:`CBT_SNAPSHOT_SPEC`): connect, find the VM, run, log out.
 
@@ -834,7 +859,9 @@ def cbt_snapshot_module(options, check_mode=False, conn=None, now=None):
     if own:
         conn = connect_with(options)
     try:
-        return cycle_with(conn, find_vm_with(conn, options), options, check_mode=check_mode, now=now)
+        result = cycle_with(conn, find_vm_with(conn, options), options, check_mode=check_mode, now=now)
+        result['vcenter_thumbprint'] = verified_thumbprint(conn)
+        return result
     finally:
         if own:
             conn.close()

@@ -19,10 +19,14 @@ attribute access on a pyVmomi managed object is a SOAP call of its own).
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import contextlib
+import hashlib
 import socket
 import ssl
 import time
 import traceback
+
+from http.client import HTTPException
 
 try:
     from ansible.module_utils.basic import env_fallback
@@ -44,6 +48,11 @@ except ImportError:  # pragma: no cover - exercised by ansible-test's import tes
 
 DEFAULT_PORT = 443
 TASK_TIMEOUT = 3600
+REQUEST_TIMEOUT = 300
+CONNECTION_RETRIES = 3
+# SOAP methods that only read: repeating one is harmless even when the first
+# attempt reached vSphere before the connection broke.
+READ_METHOD_PREFIXES = ('Retrieve', 'ContinueRetrieve', 'Find', 'Query', 'Current', 'Fetch', 'Login')
 
 
 # --------------------------------------------------------------------------
@@ -123,6 +132,8 @@ CONNECTION_SPEC = ArgumentSpec(dict(
     password=dict(type='str', no_log=True, fallback=(env_fallback, ['VMWARE_PASSWORD'])),
     port=dict(type='int', default=DEFAULT_PORT, fallback=(env_fallback, ['VMWARE_PORT'])),
     validate_certs=dict(type='bool', default=True, fallback=(env_fallback, ['VMWARE_VALIDATE_CERTS'])),
+    request_timeout=dict(type='int', default=REQUEST_TIMEOUT),
+    connection_retries=dict(type='int', default=CONNECTION_RETRIES),
 ))
 
 VM_SELECTOR_OPTIONS = ['name', 'path', 'uuid', 'moid']
@@ -143,7 +154,8 @@ LIBRARIES = (('pyVmomi', PYVMOMI_IMPORT_ERROR),)
 def connect_with(options):
     """:func:`connect` with the connection options of a module (:data:`CONNECTION_SPEC`)."""
     return connect(hostname=options.hostname, username=options.username, password=options.password,
-                   port=options.port, validate_certs=options.validate_certs)
+                   port=options.port, validate_certs=options.validate_certs,
+                   timeout=options.request_timeout, retries=options.connection_retries)
 
 
 def find_vm_with(conn, options):
@@ -220,23 +232,121 @@ class Connection(object):
     ``soap_calls`` counts the SOAP requests sent since login (through the
     stub's request modifier hook), so tests and benchmarks can check that the
     number of round trips per VM stays a small constant.
+
+    Every request has the HTTP timeout given to :func:`connect`: a vCenter
+    that stops answering fails the call with :class:`ConnectionFailedError`,
+    it never hangs it. A call that fails on a transient connection error is
+    sent again after a new login, at most ``retries`` times (``retried``
+    lists them): any call the connection refused, or whose session vSphere
+    no longer knows (NotAuthenticated), since vSphere did not run it; a read
+    (:data:`READ_METHOD_PREFIXES`) also after a connection that broke
+    mid-call. A call that changes something (CreateSnapshot_Task, ...) is not
+    repeated then: it may have run.
     """
 
-    def __init__(self, si, hostname=None, username=None, port=None):
+    def __init__(self, si, hostname=None, username=None, port=None, password=None, timeout=None,
+                 retries=0, retry_delay=1.0, ssl_context=None, validate_certs=True, sleep=time.sleep):
         self.si = si
         self.hostname = hostname
         self.username = username
         self.port = port
+        self.timeout = timeout
+        self.retries = max(0, int(retries or 0))
+        self.retry_delay = retry_delay
+        self.validate_certs = validate_certs
+        self.retried = []
         self.soap_calls = 0
+        self._password = password
+        self._ssl_context = ssl_context
+        self._sleep = sleep
+        self._relogging = False
+        self._thumbprint = None
         stub = getattr(si, '_stub', None)
         modifiers = getattr(stub, 'requestModifierList', None)
         if isinstance(modifiers, list):
             modifiers.append(self._count_request)
+        if stub is not None and hasattr(stub, 'InvokeMethod'):
+            # the class's method, looked up at each call (so that a later patch of the class still applies)
+            self._invoke = lambda mo, info, args, outer=None: type(stub).InvokeMethod(stub, mo, info, args, outer)
+            stub.InvokeMethod = self._invoke_with_retries
         self.content = si.RetrieveContent()
 
     def _count_request(self, request):
         self.soap_calls += 1
         return request
+
+    @property
+    def where(self):
+        return '%s:%s' % (self.hostname, self.port)
+
+    def _transient(self, exc, method):
+        """``'refused'`` / ``'session'`` / ``'broken'`` for an error worth a new login and another try, else None."""
+        if isinstance(exc, ConnectionRefusedError):
+            return 'refused'
+        if HAS_PYVMOMI and isinstance(exc, vim.fault.NotAuthenticated) and method != 'Logout':
+            return 'session'
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return None
+        if isinstance(exc, (ConnectionError, HTTPException, ssl.SSLEOFError)) \
+                and method.startswith(READ_METHOD_PREFIXES):
+            return 'broken'
+        return None
+
+    def _invoke_with_retries(self, mo, info, args, outerStub=None):
+        method = getattr(info, 'wsdlName', None) or getattr(info, 'name', '') or ''
+        attempt = 0
+        while True:
+            try:
+                return self._invoke(mo, info, args, outerStub)
+            except (socket.timeout, TimeoutError) as exc:
+                raise ConnectionFailedError('vSphere %s did not answer %s within %s s (request_timeout): %s'
+                                            % (self.where, method, self.timeout, exc or 'timed out'))
+            except Exception as exc:  # pylint: disable=broad-except
+                kind = None if self._relogging else self._transient(exc, method)
+                if kind is None or attempt >= self.retries:
+                    if kind is not None or isinstance(exc, (ConnectionError, HTTPException, ssl.SSLError)):
+                        raise ConnectionFailedError(
+                            'vSphere %s: %s failed: %s%s' % (self.where, method, fault_message(exc),
+                                                             ' (after %d retries with a new login)' % attempt
+                                                             if attempt else ''))
+                    raise
+                attempt += 1
+                self.retried.append({'method': method, 'error': fault_message(exc), 'attempt': attempt})
+                self._sleep(min(self.retry_delay * (2 ** (attempt - 1)), 30))
+                self._relogin()
+
+    def _relogin(self):
+        """A new session on the same stub (its cookie is replaced); failures are left to the retried call."""
+        if self._password is None or self.si is None:
+            return
+        self._relogging = True
+        try:
+            self.content.sessionManager.Login(userName=self.username, password=self._password)
+        except Exception:  # pylint: disable=broad-except
+            pass
+        finally:
+            self._relogging = False
+
+    def thumbprint(self):
+        """SHA-1 fingerprint of the vCenter certificate (``AA:BB:...``), or None when it was not verified.
+
+        Read with a TLS handshake that verifies the certificate the way the
+        connection did (same context): a fingerprint is only ever given for a
+        certificate that was verified.
+        """
+        if not self.validate_certs or self._ssl_context is None:
+            return None
+        if self._thumbprint is None:
+            try:
+                with socket.create_connection((self.hostname, int(self.port)), timeout=self.timeout) as raw:
+                    with self._ssl_context.wrap_socket(raw, server_hostname=self.hostname) as tls:
+                        der = tls.getpeercert(binary_form=True)
+            except (socket.error, ssl.SSLError) as exc:
+                raise ConnectionFailedError('cannot read the TLS certificate of %s: %s' % (self.where, exc),
+                                            operation='compute the vCenter thumbprint')
+            digest = hashlib.sha1(der).hexdigest().upper()
+            self._thumbprint = ':'.join(digest[i:i + 2] for i in range(0, len(digest), 2))
+        return self._thumbprint
 
     @property
     def stub(self):
@@ -264,14 +374,27 @@ class Connection(object):
         self.close()
 
 
+@contextlib.contextmanager
+def _default_socket_timeout(timeout):
+    """pyVmomi's SmartConnect first reads the API versions over a connection of its own, without a timeout:
+    the process-wide default socket timeout covers it."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, validate_certs=True,
-            timeout=None):
+            timeout=REQUEST_TIMEOUT, retries=CONNECTION_RETRIES, retry_delay=1.0, sleep=time.sleep):
     """Log in to vCenter/ESXi; return a :class:`Connection`.
 
     Errors are typed: :class:`InvalidParameterError` for a missing option,
     :class:`AuthenticationError` for wrong credentials (naming host and user,
     never the password), :class:`ConnectionFailedError` for network and TLS
-    problems.
+    problems, a vCenter that does not answer within ``timeout`` seconds, or
+    one that refused the connection ``retries`` + 1 times.
     """
     require_pyvmomi()
     for option, value, env in (('hostname', hostname, 'VMWARE_HOST'),
@@ -280,7 +403,33 @@ def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, vali
         if value is None or value == '':
             raise InvalidParameterError('the %s option is required (or set %s in the environment)'
                                         % (option, env), operation='connect to vSphere')
+    if timeout is not None and timeout <= 0:
+        raise InvalidParameterError('request_timeout: expected a positive number of seconds, got %r' % timeout,
+                                    operation='connect to vSphere')
+    if retries is not None and retries < 0:
+        raise InvalidParameterError('connection_retries: expected 0 or more, got %r' % retries,
+                                    operation='connect to vSphere')
     port = int(port or DEFAULT_PORT)
+    attempt = 0
+    while True:
+        try:
+            return _connect_once(hostname, username, password, port, validate_certs, timeout, retries, retry_delay)
+        except _Refused as refused:
+            if attempt >= (retries or 0):
+                raise refused.error
+            attempt += 1
+            sleep(min(retry_delay * (2 ** (attempt - 1)), 30))
+
+
+class _Refused(Exception):
+    """The connection was refused: worth another try (``error`` is what to raise after the last one)."""
+
+    def __init__(self, error):
+        super(_Refused, self).__init__(str(error))
+        self.error = error
+
+
+def _connect_once(hostname, username, password, port, validate_certs, timeout, retries, retry_delay):
     where = '%s:%d' % (hostname, port)
     operation = 'connect to vSphere %s as %s' % (where, username)
     if validate_certs:
@@ -290,10 +439,13 @@ def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, vali
     else:
         ssl_context = ssl._create_unverified_context()  # pylint: disable=protected-access
     try:
-        si = SmartConnect(host=hostname, user=username, pwd=password, port=port,
-                          sslContext=ssl_context, disableSslCertValidation=not validate_certs,
-                          httpConnectionTimeout=timeout)
-        return Connection(si, hostname=hostname, username=username, port=port)
+        with _default_socket_timeout(timeout):
+            si = SmartConnect(host=hostname, user=username, pwd=password, port=port,
+                              sslContext=ssl_context, disableSslCertValidation=not validate_certs,
+                              httpConnectionTimeout=timeout)
+            return Connection(si, hostname=hostname, username=username, port=port, password=password,
+                              timeout=timeout, retries=retries, retry_delay=retry_delay, ssl_context=ssl_context,
+                              validate_certs=validate_certs)
     except vim.fault.InvalidLogin:
         raise AuthenticationError('vSphere %s refused the login of user %s: wrong user name or password'
                                   % (where, username), operation=operation)
@@ -303,12 +455,21 @@ def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, vali
                                     operation=operation)
     except vim.fault.HostConnectFault as exc:
         raise ConnectionFailedError('cannot reach %s: %s' % (where, fault_message(exc)), operation=operation)
+    except VSphereError as exc:
+        raise exc.located(operation)
     except vmodl.MethodFault as exc:
         raise fault_error(exc, operation)
+    except (socket.timeout, TimeoutError) as exc:
+        raise ConnectionFailedError('vSphere %s did not answer within %s s (request_timeout): %s'
+                                    % (where, timeout, exc or 'timed out'), operation=operation)
+    except ConnectionRefusedError as exc:
+        raise _Refused(ConnectionFailedError('cannot reach %s: %s' % (where, exc), operation=operation))
     except (socket.error, ssl.SSLError) as exc:
         raise ConnectionFailedError('cannot reach %s: %s' % (where, exc), operation=operation)
     except Exception as exc:  # pylint: disable=broad-except
         # SmartConnect raises a bare Exception when the endpoint is not vSphere
+        if isinstance(getattr(exc, '__context__', None), ConnectionRefusedError):
+            raise _Refused(ConnectionFailedError('cannot reach %s: %s' % (where, exc), operation=operation))
         raise ConnectionFailedError('cannot reach %s: %s' % (where, exc), operation=operation)
 
 

@@ -30,9 +30,11 @@ description:
     file is removed as soon as the socket answers (and on every failure).
   - The socket's directory must be private (mode 0700, owned by the user running the module); it is created
     that way when missing, and an existing directory others can enter (such as C(/tmp)) is refused.
-  - A server already running on I(socket) (found through its pidfile, and its process serving that socket) with
-    the same command line is left alone (changed=false); one with a different command line is restarted.
-    Changing only the password is not detected.
+  - A server already running on I(socket) (found through its pidfile, and its process serving that socket) that
+    was started with the same command line is left alone (changed=false); one started with a different command
+    line is restarted. What a server was started with is recorded next to its pidfile, in C(SOCKET.server.json);
+    its live command line may differ, since nbdkit's vddk plugin re-executes nbdkit with C(password=-FD) and
+    C(reexeced_=) when C(LD_LIBRARY_PATH) lacks its libdir. Changing only the password is not detected.
 author:
   - migratekit.migration contributors (@migratekit)
 requirements:
@@ -295,7 +297,9 @@ log_file:
   returned: with O(socket)
   type: str
 argv:
-  description: The server's command line (with I(transport=vddk) it holds C(password=+FILE), never the password).
+  description:
+    - The server's command line (with I(transport=vddk) it holds C(password=+FILE), never the password).
+    - For a server found running, its live command line (after a vddk re-exec, C(password=-FD) and C(reexeced_=)).
   returned: when a server runs or would run
   type: list
   elements: str
@@ -305,7 +309,7 @@ size_bytes:
   type: int
   sample: 67108864
 restarted:
-  description: True when a running server with a different command line was replaced.
+  description: True when a running server started with a different command line was replaced.
   returned: with I(state=started)
   type: bool
 transport:

@@ -146,11 +146,23 @@ options:
       - Never in check mode.
     type: bool
     default: false
+  exclude_disks:
+    description:
+      - Disks to leave out of the migration, by device key (V(2001)) or label (V(Hard disk 2)). Their data is not
+        copied; they are listed in RV(excluded_disks) and in a warning.
+      - Disks a snapshot cannot freeze (independent disks, physical-mode RDMs, multi-writer disks) refuse the VM
+        before anything changes on it unless they are listed here; the message names each one, its mode, and how
+        to change it instead. Disks on a controller with bus sharing refuse it even when listed (vSphere cannot
+        snapshot such a VM). Virtual-mode RDMs are migrated like other disks.
+      - An entry that names no disk of the VM is an error.
+    type: list
+    elements: str
+    default: []
 notes:
   - SOAP round trips per VM stay a small constant plus the C(QueryChangedDiskAreas) pages of each disk; VM and
     snapshot properties are read with the PropertyCollector.
-  - Physical-mode RDMs and independent disks cannot be tracked; they are skipped with a warning and listed in
-    RV(skipped_disks).
+  - Independent disks, physical-mode RDMs, multi-writer disks and disks on a controller with bus sharing cannot be
+    frozen by a snapshot; see O(exclude_disks).
 seealso:
   - name: QueryChangedDiskAreas
     description: The vSphere API method behind the changed areas.
@@ -350,13 +362,33 @@ disks:
         - With O(commit_unchanged), the changeId committed for a disk with nothing to copy; null otherwise.
       type: str
       sample: "52 3c 5f 1a .../8"
+excluded_disks:
+  description:
+    - The disks O(exclude_disks) left out of the migration, with the reason; also reported as warnings.
+    - RV(excluded_disks[].kind) and RV(excluded_disks[].mode) say why a snapshot could not have frozen the disk
+      (V(independent), V(physical_rdm), V(multi_writer)); null for any other disk.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"key": 2001, "label": "Hard disk 2", "backing_file": "[LocalDS_0] app01/data.vmdk",
+            "kind": "independent", "mode": "independent_persistent",
+            "reason": "excluded by exclude_disks (independent_persistent: vSphere snapshots do not include
+                       independent disks)"}]
 skipped_disks:
-  description: Disks CBT cannot track (physical RDM, independent), with the reason; also reported as warnings.
+  description: Disks CBT cannot track that were not refused (none since O(exclude_disks)); kept for compatibility.
   returned: always
   type: list
   elements: dict
   sample: [{"key": 2001, "label": "Hard disk 2", "backing_file": "[LocalDS_0] app01/data.vmdk",
             "reason": "independent_persistent disk: snapshots do not include it and CBT does not track it"}]
+vcenter_thumbprint:
+  description:
+    - SHA-1 fingerprint of the vCenter certificate (hex pairs separated by colons), read from the certificate the
+      connection verified; what the vddk transport of M(migratekit.migration.nbd_disk_server) needs as its
+      thumbprint. Null when O(validate_certs=false) (an unverified certificate is never vouched for).
+  returned: always
+  type: str
+  sample: "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01"
 state_kept_aside:
   description:
     - Where the sync state file was kept aside (renamed, never deleted) because it belonged to another VM or

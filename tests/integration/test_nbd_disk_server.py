@@ -237,6 +237,79 @@ def test_vddk_start_reads_the_password_file_then_removes_it(tmp_path):
     assert os.listdir(os.path.dirname(sock)) == []
 
 
+# Stand-in for nbdkit's vddk plugin re-exec (nbdkit plugins/vddk/reexec.c): when
+# LD_LIBRARY_PATH lacks libdir, the plugin re-executes nbdkit from
+# /proc/self/cmdline, with every password= parameter replaced by password=-FD
+# (an unlinked temporary file holding the password) and reexeced_=<the old
+# LD_LIBRARY_PATH> appended. The process that then serves (and whose pid is in
+# the pidfile) has that command line, not the one that was run.
+REEXEC_VDDK_NBDKIT = r"""#!/bin/bash
+set -eu
+case " $* " in
+  *" reexeced_="*) ;;
+  *)
+    args=()
+    for arg in "$@"; do
+      case "$arg" in
+        password=+*) pwfile=${arg#password=+} ;;
+        password=*) ;;
+        *) args+=("$arg") ;;
+      esac
+    done
+    tmp=$(mktemp)
+    cat "$pwfile" > "$tmp"
+    exec 3<"$tmp"
+    rm -f "$tmp"
+    exec -a nbdkit /bin/bash "$0" "${args[@]}" password=-3 reexeced_=
+    ;;
+esac
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -U) sock=$2; shift ;;
+    -P) pidfile=$2; shift ;;
+  esac
+  shift
+done
+# become the server in the background, as nbdkit does (fork, then the pidfile)
+(
+  nbdkit --exit-with-parent -f -U "$sock" -r memory 1M &
+  child=$!
+  trap 'kill $child; exit 0' TERM
+  echo $BASHPID > "$pidfile"
+  wait
+) </dev/null >/dev/null &
+"""
+
+
+def test_a_reexeced_vddk_server_is_recognised_by_its_socket_and_pidfile(tmp_path):
+    """A second run keeps the server the vddk plugin re-executed (another argv): socket, pidfile and record."""
+    fake = tmp_path / 'nbdkit-reexec'
+    fake.write_text(REEXEC_VDDK_NBDKIT)
+    fake.chmod(0o755)
+    sock = str(tmp_path / 'run' / 'v.sock')
+    args = {'socket': sock, 'transport': 'vddk', 'server': 'vcenter.example.com', 'username': 'u',
+            'password': 'secret', 'thumbprint': ':'.join(['AA'] * 20), 'vm_moref': 'vm-7',
+            'snapshot_moref': 'snapshot-9', 'backing_file': '[ds1] vm/vm.vmdk', 'nbdkit_path': str(fake)}
+    failed, first = run_module(args)
+    try:
+        assert not failed, first
+        assert first['changed'] and first['size_bytes'] == 1 << 20
+        with open('/proc/%d/cmdline' % first['pid'], 'rb') as handle:
+            live = handle.read().split(b'\0')
+        assert b'reexeced_=' in live and b'password=-3' in live and sock.encode() in live  # the re-exec happened
+        failed, second = run_module(args)
+        assert not failed, second
+        assert second['changed'] is False and second['restarted'] is False and second['pid'] == first['pid']
+        # what it serves changed (another snapshot): that one is restarted
+        failed, third = run_module(dict(args, snapshot_moref='snapshot-10'))
+        assert not failed, third
+        assert third['changed'] and third['restarted'] and third['pid'] != first['pid']
+    finally:
+        run_module({'socket': sock, 'state': 'stopped'})
+    assert not live_nbdkit(sock)
+    assert os.listdir(os.path.dirname(sock)) == []
+
+
 # ---------------------------------------------------------------- VMDK chains through qemu-nbd
 
 def live_qemu_nbd(socket_path):

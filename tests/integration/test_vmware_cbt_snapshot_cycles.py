@@ -244,7 +244,7 @@ def test_multi_disk_vms(cycles, tmp_path):
         other.close()
 
 
-def test_independent_disk_is_skipped_with_a_warning(cycles):
+def test_an_added_independent_disk_refuses_the_vm_unless_excluded(cycles):
     conn, vm = cycles.conn, cycles.vm
     disk = vim.vm.device.VirtualDisk(
         key=-1, controllerKey=1000, unitNumber=5, capacityInKB=1024,
@@ -254,10 +254,13 @@ def test_independent_disk_is_skipped_with_a_warning(cycles):
     task = vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(
         operation='add', fileOperation='create', device=disk)]))
     vsphere.wait_for_task(conn, task, 'add an independent disk')
-    result = cycles.present()
-    assert [d['key'] for d in result['disks']] == [2000, 2001]
-    assert len(result['skipped_disks']) == 1 and 'independent_persistent' in result['skipped_disks'][0]['reason']
-    assert 'skipped' in result['warnings'][0]
+    with pytest.raises(cbt.CbtUnsupportedError, match=r"\[LocalDS_0\] VM0/indep.vmdk\) is independent_persistent"):
+        cycles.present()
+    added = [d for d in vm.config.hardware.device if getattr(d.backing, 'fileName', '') == '[LocalDS_0] VM0/indep.vmdk']
+    result = cycles.present(exclude_disks=[added[0].deviceInfo.label])
+    assert [d['key'] for d in result['disks']] == [2000, 2001] and result['skipped_disks'] == []
+    assert len(result['excluded_disks']) == 1 and result['excluded_disks'][0]['mode'] == 'independent_persistent'
+    assert 'not migrated' in result['warnings'][0]
 
 
 # --------------------------------------------------------------------------

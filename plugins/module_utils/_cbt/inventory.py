@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 
-from ansible_collections.migratekit.migration.plugins.module_utils._cbt.decision import ExtentsDirError
+from ansible_collections.migratekit.migration.plugins.module_utils._cbt.decision import CbtUnsupportedError, ExtentsDirError
 from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import HAS_PYVMOMI, InvalidParameterError
 
 if HAS_PYVMOMI:
@@ -252,3 +252,145 @@ def vm_facts(vm, props):
         'cbt_enabled': bool(props.get('config.changeTrackingEnabled')),
         'hardware_version': props.get('config.version'),
     }
+
+
+# --------------------------------------------------------------------------
+# disks a snapshot cannot freeze
+
+class UnfreezableDisksError(CbtUnsupportedError):
+    """Disks a snapshot cannot freeze and nobody excluded: the VM is refused before anything changes on it.
+
+    ``details['unfreezable_disks']`` lists them (:func:`snapshot_findings`).
+    """
+
+
+# Why each kind cannot be frozen, and how to change it so that it can be.
+# vSphere API reference: VirtualDiskMode "independent_persistent: Same as
+# persistent, but not affected by snapshots" (independent_nonpersistent
+# likewise); SnapshotIncompatibleDeviceInVm "Thrown if a snapshot operation
+# cannot be performed on account of an incompatible device ... if a virtual
+# machine uses a raw disk or a shared bus controller" (RawDiskNotSupported,
+# SharedBusControllerNotSupported); VirtualDiskSharing "sharingMultiWriter:
+# The virtual disk is shared between multiple virtual machines" (other VMs
+# write it while the snapshot is meant to freeze it).
+_KINDS = {
+    'independent': ('vSphere snapshots do not include independent disks (they are "not affected by snapshots")',
+                    'set its disk mode to persistent'),
+    'physical_rdm': ('a physical-mode RDM passes the LUN through: vSphere cannot snapshot it',
+                     'make it a virtual-mode RDM (compatibility mode virtualMode)'),
+    'shared_bus': ('vSphere cannot snapshot a VM with a controller that shares its bus '
+                   '(SnapshotIncompatibleDeviceInVm), whatever is excluded',
+                   'set the bus sharing of the controller to none (noSharing), or move the disk(s) to a controller '
+                   'without bus sharing'),
+    'multi_writer': ('other VMs may write a multi-writer disk while the snapshot is meant to freeze it',
+                     'set its sharing to sharingNone'),
+}
+
+
+def snapshot_findings(devices):
+    """Every disk in ``devices`` a snapshot cannot freeze, as findings a preflight can list.
+
+    Pure: nothing fails. One dict per disk (sorted by key): ``key``,
+    ``label``, ``backing_file``, ``kind`` (``independent``, ``physical_rdm``,
+    ``shared_bus``, ``multi_writer``; the first that applies), ``mode`` (what
+    the VM says: the disk mode, ``physicalMode RDM``, the controller's bus
+    sharing, the disk's sharing), ``reason``, ``remedy`` (how to change it)
+    and ``excludable`` (False for a shared bus: vSphere refuses a snapshot of
+    the whole VM then, so excluding the disk does not help).
+    Virtual-mode RDMs are not findings: snapshots include them like any disk.
+    """
+    devices = list(devices or [])
+    controllers = dict((d.key, d) for d in devices if isinstance(d, vim.vm.device.VirtualController))
+    findings = []
+    for device in devices:
+        if not isinstance(device, vim.vm.device.VirtualDisk):
+            continue
+        backing = device.backing
+        controller = controllers.get(device.controllerKey)
+        bus_sharing = str(getattr(controller, 'sharedBus', None) or 'noSharing')
+        disk_mode = str(getattr(backing, 'diskMode', None) or 'persistent')
+        sharing = str(getattr(backing, 'sharing', None) or 'sharingNone')
+        if isinstance(backing, vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo) \
+                and getattr(backing, 'compatibilityMode', None) == 'physicalMode':
+            kind, mode = 'physical_rdm', 'physicalMode RDM'
+        elif bus_sharing != 'noSharing':
+            kind, mode = 'shared_bus', 'on %s with bus sharing %s' % (disk_label(controller), bus_sharing)
+        elif disk_mode.startswith('independent'):
+            kind, mode = 'independent', disk_mode
+        elif sharing == 'sharingMultiWriter':
+            kind, mode = 'multi_writer', sharing
+        else:
+            continue
+        reason, remedy = _KINDS[kind]
+        findings.append({'key': device.key, 'label': disk_label(device),
+                         'backing_file': getattr(backing, 'fileName', None), 'kind': kind, 'mode': mode,
+                         'reason': reason, 'remedy': remedy, 'excludable': kind != 'shared_bus'})
+    findings.sort(key=lambda f: f['key'])
+    return findings
+
+
+def _describe_finding(finding):
+    return "disk %s ('%s', %s) is %s: %s" % (finding['key'], finding['label'], finding['backing_file'],
+                                             finding['mode'], finding['reason'])
+
+
+def excluded_disks(devices, exclude, vm_name=None):
+    """The disks ``exclude`` (device keys or labels) names, or raise before anything changes on the VM.
+
+    Every entry must name a disk of the VM (InvalidParameterError otherwise).
+    Every disk of :func:`snapshot_findings` must be excluded (and be
+    excludable): :class:`UnfreezableDisksError` names each one that is not,
+    its mode, and the two ways out. Returns the excluded disks (``key``,
+    ``label``, ``backing_file``, ``reason``; ``kind`` and ``mode`` for a
+    finding), sorted by key.
+    """
+    disks = [d for d in devices or [] if isinstance(d, vim.vm.device.VirtualDisk)]
+    wanted = [str(item).strip() for item in exclude or []]
+    by_name = {}
+    for disk in disks:
+        by_name[str(disk.key)] = disk
+        by_name.setdefault(disk_label(disk), disk)
+    unknown = [item for item in wanted if item not in by_name]
+    if unknown:
+        raise InvalidParameterError('exclude_disks: %s names no disk of the VM (its disks: %s); give device keys '
+                                    'or labels' % (', '.join(repr(u) for u in unknown),
+                                                   ', '.join("%s ('%s')" % (d.key, disk_label(d)) for d in disks)
+                                                   or 'none'),
+                                    operation='check exclude_disks', vm=vm_name)
+    chosen = set(by_name[item].key for item in wanted)
+    findings = dict((f['key'], f) for f in snapshot_findings(devices))
+    refused = [f for key, f in sorted(findings.items()) if key not in chosen or not f['excludable']]
+    if refused:
+        raise UnfreezableDisksError(_refusal_message(refused), operation='check which disks a snapshot can freeze',
+                                    vm=vm_name, details={'unfreezable_disks': refused})
+    result = []
+    for disk in sorted(disks, key=lambda d: d.key):
+        if disk.key not in chosen:
+            continue
+        entry = {'key': disk.key, 'label': disk_label(disk), 'backing_file': getattr(disk.backing, 'fileName', None),
+                 'reason': 'excluded by exclude_disks', 'kind': None, 'mode': None}
+        finding = findings.get(disk.key)
+        if finding:
+            entry.update(kind=finding['kind'], mode=finding['mode'],
+                         reason='excluded by exclude_disks (%s: %s)' % (finding['mode'], finding['reason']))
+        result.append(entry)
+    return result
+
+
+def _refusal_message(refused):
+    excludable = [f for f in refused if f['excludable']]
+    lines = ['%d disk(s) cannot be frozen by a snapshot; the VM was not changed (no CBT change, no snapshot, no '
+             'server): %s.' % (len(refused), '; '.join(_describe_finding(f) for f in refused))]
+    if excludable:
+        lines.append('Either exclude %s from the migration by key or label (option exclude_disks, role variable '
+                     'migratekit_exclude_disks, e.g. [%s]; an excluded disk is not copied and is listed in the '
+                     'result), or change %s and run again: %s.'
+                     % ('it' if len(excludable) == 1 else 'each', ', '.join(str(f['key']) for f in excludable),
+                        'its mode' if len(excludable) == 1 else 'their modes',
+                        '; '.join('disk %s: %s' % (f['key'], f['remedy']) for f in excludable)))
+    stuck = [f for f in refused if not f['excludable']]
+    if stuck:
+        lines.append('%s %s: excluding %s is not enough, %s.'
+                     % ('Disk' if len(stuck) == 1 else 'Disks', ', '.join(str(f['key']) for f in stuck),
+                        'it' if len(stuck) == 1 else 'them', stuck[0]['remedy']))
+    return ' '.join(lines)

@@ -22,6 +22,7 @@ FORMATS = ('vmdk', 'raw')
 AIO_MODES = ('auto', 'io_uring', 'threads')
 COMPRESSIONS = ('none', 'zlib', 'fastlz', 'skipz')
 PASSWORD_MARK = '.password.'
+RECORD_SUFFIX = '.server.json'
 THUMBPRINT_RE = re.compile(r'^([0-9A-Fa-f]{2}:){19}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$')
 MOREF_RE = re.compile(r'^[A-Za-z0-9_.:-]+$')
 FILTER_NAME_RE = re.compile(r'^[A-Za-z0-9_-]+$')
@@ -73,6 +74,11 @@ def default_pidfile(socket_path):
 
 def default_logfile(socket_path):
     return socket_path + '.log'
+
+
+def default_recordfile(socket_path):
+    """Where the collection records what it started on ``socket_path`` (see :func:`server_record`)."""
+    return socket_path + RECORD_SUFFIX
 
 
 def normalize_moref(value, prefix):
@@ -319,3 +325,25 @@ def build_argv(config, password_file=None):
 def comparable_argv(argv):
     """argv with the (temporary) password file name masked, to compare servers."""
     return [re.sub(r'^password=\+.*$', 'password=+*', arg) for arg in argv]
+
+
+def server_record(config):
+    """What identifies the server ``config`` asks for, recorded next to its pidfile when it starts.
+
+    A running server is recognised by its socket and pidfile, and whether it
+    serves what is asked by this record, not by its argv: nbdkit's vddk
+    plugin re-executes nbdkit with another command line when LD_LIBRARY_PATH
+    lacks its libdir (plugins/vddk/reexec.c: the ``password=`` parameters are
+    replaced by ``password=-FD`` of a temporary file, and ``reexeced_=`` is
+    appended), so the live process's argv is not the one that was run.
+    """
+    return {'program': server_program(config), 'socket': config['socket'], 'pidfile': config['pidfile'],
+            'argv': comparable_argv(build_argv(config, password_file='*'))}
+
+
+def reexec_comparable(argv):
+    """argv without what nbdkit's vddk re-exec changes (``password=...``, ``reexeced_=...``).
+
+    Only for servers started before the record file existed: see :func:`server_record`.
+    """
+    return [arg for arg in argv or [] if not arg.startswith(('password=', 'reexeced_='))]

@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import errno
 import glob
+import json
 import os
 import socket as socket_module
 import stat
@@ -24,7 +25,9 @@ except ImportError:
     nbd = None
     HAS_NBD = False
 
-from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.config import PASSWORD_MARK, NbdkitConfigError, NbdkitError, socket_uri
+from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.config import (
+    PASSWORD_MARK, RECORD_SUFFIX, NbdkitConfigError, NbdkitError, socket_uri,
+)
 
 # ------------------------------------------------------------- file system
 
@@ -91,6 +94,29 @@ def remove_file(path):
         if exc.errno == errno.ENOENT:
             return False
         raise
+
+
+def write_record(path, record):
+    """Write ``record`` (JSON) to ``path`` atomically (temporary file, rename), mode 0600."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix='.record-', dir=directory)
+    try:
+        with os.fdopen(fd, 'w') as handle:
+            json.dump(record, handle, sort_keys=True)
+        os.rename(tmp, path)
+    except Exception:
+        remove_file(tmp)
+        raise
+
+
+def read_record(path):
+    """The record written by :func:`write_record`, or None when it is missing or unreadable."""
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 # --------------------------------------------------------------- processes
@@ -208,6 +234,8 @@ def sockets_in(directory):
         path = os.path.join(directory, name)
         if name.endswith('.pid'):
             found.add(path[:-len('.pid')])
+        elif name.endswith(RECORD_SUFFIX):
+            found.add(path[:-len(RECORD_SUFFIX)])
         elif name.startswith('.') and PASSWORD_MARK in name:
             found.add(os.path.join(directory, name[1:name.index(PASSWORD_MARK)]))
         else:

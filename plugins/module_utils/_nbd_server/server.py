@@ -7,7 +7,10 @@ A server serves one disk: the snapshot's frozen VMDK chain on a datastore
 mounted as a directory (qemu-nbd, read-only), a raw image (nbdkit's file
 plugin) or a VMware snapshot disk through nbdkit's vddk plugin. Either kind
 is identified by its socket and pidfile (both write one: ``-P``,
-``--pid-file``), never by its argv alone. The command
+``--pid-file``), never by its argv alone: what it serves is recorded next to
+its pidfile when it starts (``SOCKET.server.json``, see
+:func:`.config.server_record`), since nbdkit's vddk plugin re-executes
+nbdkit with another command line. The command
 line is built by the pure function :func:`build_argv`; the password of the
 vddk plugin never appears in it: it goes into a 0600 file in the socket's
 private directory and nbdkit gets ``password=+FILE``.
@@ -42,6 +45,9 @@ from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.c
     server_program,
     default_logfile,
     default_pidfile,
+    default_recordfile,
+    reexec_comparable,
+    server_record,
     socket_uri,
 )
 from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.process import (
@@ -53,9 +59,11 @@ from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server.p
     process_cmdline,
     read_log,
     read_pidfile,
+    read_record,
     remove_file,
     sockets_in,
     write_password_file,
+    write_record,
 )
 
 
@@ -81,6 +89,7 @@ class NbdkitServer(object):
         self.socket = config['socket']
         self.pidfile = config['pidfile']
         self.logfile = default_logfile(self.socket)
+        self.recordfile = default_recordfile(self.socket)
         self.directory = os.path.dirname(self.socket)
         self.timeout = timeout
         self.program = server_program(config)
@@ -98,6 +107,21 @@ class NbdkitServer(object):
         if cmdline is None or not is_our_server(cmdline, self.socket):
             return None, None
         return pid, cmdline
+
+    def serves_config(self, pid, cmdline):
+        """True when our live server ``pid`` serves what ``self.config`` asks for.
+
+        Decided by the record written when it started (same pid, same
+        command line as built), not by its live argv (see
+        :func:`.config.server_record`). A server started without a record
+        (by an older version) is compared by argv, leaving out what the vddk
+        plugin's re-exec changes.
+        """
+        desired = server_record(self.config)
+        record = read_record(self.recordfile)
+        if record is not None:
+            return record.get('pid') == pid and record.get('argv') == desired['argv']
+        return reexec_comparable(comparable_argv(cmdline)) == reexec_comparable(desired['argv'])
 
     def result(self, pid=None, argv=None, size=None):
         return {
@@ -119,10 +143,9 @@ class NbdkitServer(object):
         """Start the server unless the same one already runs; return ``(changed, result)``."""
         ensure_private_dir(self.directory, create=not check_mode)
         pid, cmdline = self.running()
-        desired = comparable_argv(build_argv(self.config, password_file='*'))
         restarted = False
         if pid is not None:
-            if comparable_argv(cmdline) == desired:
+            if self.serves_config(pid, cmdline):
                 try:
                     size = probe(self.socket)
                 except Exception:  # a live process whose socket is gone: restart it
@@ -178,6 +201,9 @@ class NbdkitServer(object):
                 os.close(log_fd)
             size = self._wait_ready(proc)
             pid = read_pidfile(self.pidfile)
+            record = server_record(self.config)
+            record['pid'] = pid
+            write_record(self.recordfile, record)
             return pid, argv, size
         except Exception:
             self._kill_leftover()
@@ -230,7 +256,7 @@ class NbdkitServer(object):
     def ensure_stopped(self, check_mode=False):
         """Stop the server and remove its files; return ``(changed, result)``."""
         pid, cmdline = self.running()
-        leftovers = [path for path in [self.socket, self.pidfile] + password_files(self.socket)
+        leftovers = [path for path in [self.socket, self.pidfile, self.recordfile] + password_files(self.socket)
                      if os.path.lexists(path)]
         changed = pid is not None or bool(leftovers)
         if check_mode:
@@ -257,7 +283,7 @@ class NbdkitServer(object):
             raise NbdkitStopError('server pid %d did not exit after SIGKILL' % pid, self.socket)
 
     def _cleanup_files(self, keep_log=False):
-        paths = [self.socket, self.pidfile] + password_files(self.socket)
+        paths = [self.socket, self.pidfile, self.recordfile] + password_files(self.socket)
         if not keep_log:
             paths.append(self.logfile)
         for path in paths:

@@ -76,6 +76,18 @@ def main(argv=None):
     sp = add("snapshots", "list the names of a VM's snapshots (JSON)")
     sp.add_argument("--vm", required=True)
 
+    sp = add("disk-config", "make a disk independent, an RDM or multi-writer (ReconfigVM through the vSphere API)")
+    sp.add_argument("--vm", required=True)
+    sp.add_argument("--disk-key", type=int, required=True)
+    sp.add_argument("--disk-mode", choices=["persistent", "independent_persistent", "independent_nonpersistent"])
+    sp.add_argument("--rdm", choices=["physicalMode", "virtualMode"])
+    sp.add_argument("--sharing", choices=["sharingNone", "sharingMultiWriter"])
+
+    sp = add("bus-sharing", "set a SCSI controller's bus sharing (ReconfigVM through the vSphere API)")
+    sp.add_argument("--vm", required=True)
+    sp.add_argument("--controller-key", type=int, default=1000)
+    sp.add_argument("--shared-bus", required=True, choices=["noSharing", "virtualSharing", "physicalSharing"])
+
     sp = add("chain", "print the live top descriptor of a disk's VMDK chain (local path)")
     sp.add_argument("--vm", required=True)
     sp.add_argument("--disk-key", type=int, required=True)
@@ -150,6 +162,12 @@ def main(argv=None):
             return 0
         if args.cmd == "snapshots":
             print(json.dumps(lab.snapshot_names(args.vm)))
+            return 0
+        if args.cmd == "disk-config":
+            lab.disk_config(args.vm, args.disk_key, disk_mode=args.disk_mode, rdm=args.rdm, sharing=args.sharing)
+            return 0
+        if args.cmd == "bus-sharing":
+            lab.bus_sharing(args.vm, args.controller_key, args.shared_bus)
             return 0
         if args.cmd == "chain":
             print(lab.live(args.vm, args.disk_key)["image"])

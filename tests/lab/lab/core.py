@@ -453,7 +453,9 @@ class Lab:
         info = {
             "dir": self.dir,
             "vcenter": {"hostname": r["hostname"], "port": r["port"], "username": USERNAME,
-                        "password": password, "validate_certs": False},
+                        "password": password, "validate_certs": False,
+                        # the vCenter's self-signed certificate: trust it to verify the connection
+                        "ca_file": r.get("ca_file")},
             "vma_url": v["url"],
             "datastores": r["datastores"],
             "vms": [],
@@ -744,6 +746,51 @@ class Lab:
             return names
         finally:
             Disconnect(si)
+
+    # ------------------------------------------------------------ disks a snapshot cannot freeze
+    def _reconfigure_device(self, vm, key, change):
+        """Edit device ``key`` of ``vm`` with ReconfigVM (pyvmomi), as a user would; ``change(device)`` edits it."""
+        from pyVim.connect import Disconnect
+        from pyVim.task import WaitForTask
+        from pyVmomi import vim
+        si = self.connect()
+        try:
+            obj = si.content.searchIndex.FindByInventoryPath(self.vm(vm)["path"])
+            devices = [d for d in obj.config.hardware.device if d.key == int(key)]
+            if not devices:
+                raise LabError("VM %s has no device with key %s" % (vm, key))
+            device = devices[0]
+            change(device)
+            spec = vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="edit", device=device)])
+            WaitForTask(obj.ReconfigVM_Task(spec=spec), si=si)
+        finally:
+            Disconnect(si)
+
+    def disk_config(self, vm, key, disk_mode=None, rdm=None, sharing=None):
+        """Make a disk independent (``disk_mode``), an RDM (``rdm``: physicalMode / virtualMode) or multi-writer
+        (``sharing``: sharingMultiWriter), as vSphere models it (VirtualDiskMode, VirtualDiskRawDiskMappingVer1BackingInfo,
+        VirtualDiskSharing), through ReconfigVM."""
+        from pyVmomi import vim
+
+        def change(disk):
+            old = disk.backing
+            if rdm:
+                disk.backing = vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo(
+                    fileName=old.fileName, datastore=old.datastore, compatibilityMode=rdm,
+                    diskMode=disk_mode or old.diskMode or "persistent", deviceName="/vmfs/devices/disks/naa.6000c29%05d" % disk.key,
+                    lunUuid="0200000000600c29%016d" % disk.key, sharing=sharing or getattr(old, "sharing", None))
+            else:
+                if disk_mode:
+                    disk.backing.diskMode = disk_mode
+                if sharing:
+                    disk.backing.sharing = sharing
+        self._reconfigure_device(vm, key, change)
+
+    def bus_sharing(self, vm, controller_key=1000, shared_bus="physicalSharing"):
+        """Set a SCSI controller's bus sharing (VirtualSCSIController.sharedBus), through ReconfigVM."""
+        def change(controller):
+            controller.sharedBus = shared_bus
+        self._reconfigure_device(vm, controller_key, change)
 
     # ------------------------------------------------------------ down
     def _stop(self, name, timeout=5.0):

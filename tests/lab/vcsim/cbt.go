@@ -382,9 +382,8 @@ func (l *lab) PutObject(obj mo.Reference) {
 	devs := make([]types.BaseVirtualDevice, len(snap.Config.Hardware.Device))
 	copy(devs, snap.Config.Hardware.Device)
 	vi.eachLabDisk(devs, func(i int, disk *types.VirtualDisk, ds *diskState) {
-		backing, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
-		if !ok {
-			return
+		if !snapshotFreezes(disk) {
+			return // independent: "not affected by snapshots" (odddisks.go)
 		}
 		// A disk's own switch takes effect at a stun, as the VM's does: off,
 		// its tracking file goes; back on, it starts a new one.
@@ -432,15 +431,13 @@ func (l *lab) PutObject(obj mo.Reference) {
 		st.disks[ds.key] = sd
 
 		nd := *disk
-		nb := *backing
-		nb.FileName = sd.dsPath
-		nb.Parent = ds.parentBacking(top, backing)
-		nb.DeltaDiskFormat = deltaFormat(top)
-		nb.ChangeId = ""
+		nb := copyBacking(disk.Backing)
+		changeID := ""
 		if sd.cbtUUID != "" {
-			nb.ChangeId = fmt.Sprintf("%s/%d", sd.cbtUUID, sd.seq)
+			changeID = fmt.Sprintf("%s/%d", sd.cbtUUID, sd.seq)
 		}
-		nd.Backing = &nb
+		ds.linkBacking(nb, top, sd.dsPath, &changeID)
+		nd.Backing = nb
 		nd.CapacityInBytes = sd.capacity
 		nd.CapacityInKB = sd.capacity / 1024
 		devs[i] = &nd
@@ -663,17 +660,11 @@ func (l *lab) applyLiveLocked(vi *vmInfo, vm *mo.VirtualMachine) {
 	vi.eachLabDisk(vm.Config.Hardware.Device, func(_ int, disk *types.VirtualDisk, d *diskState) {
 		disk.CapacityInBytes = d.capacity
 		disk.CapacityInKB = d.capacity / 1024
-		if b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
-			top := len(d.chain) - 1
-			b.FileName = d.backingFile()
-			b.Parent = d.parentBacking(top, b)
-			b.DeltaDiskFormat = deltaFormat(top)
-			if vi.cbt {
-				b.ChangeId = d.changeID()
-			} else {
-				b.ChangeId = ""
-			}
+		changeID := ""
+		if vi.cbt {
+			changeID = d.changeID()
 		}
+		d.linkBacking(disk.Backing, len(d.chain)-1, d.backingFile(), &changeID)
 	})
 }
 

@@ -86,7 +86,12 @@ func main() {
 	l := newLab(cfg, controlToken)
 	simulator.Map.AddHandler(l)
 
-	model.Service.TLS = new(tls.Config)
+	caFile := filepath.Join(filepath.Dir(cfg.ReadyFile), "vcenter-ca.pem")
+	cert, err := labCertificate(caFile)
+	if err != nil {
+		log.Fatalf("certificate: %s", err)
+	}
+	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	model.Service.Listen = &url.URL{Host: cfg.Listen, User: url.UserPassword(cfg.Username, password)}
 	server := model.Service.NewServer()
 	// Answer QueryChangedDiskAreas ourselves; pass everything else on.
@@ -112,6 +117,7 @@ func main() {
 		"hostname":    host,
 		"port":        port,
 		"control_url": "http://" + controlAddr,
+		"ca_file":     caFile,
 		"datastores":  l.datastoreDirs(),
 		"vms":         l.describeVMs(),
 	}

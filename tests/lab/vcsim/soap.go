@@ -59,6 +59,14 @@ func (l *lab) wrapSOAP(inner http.Handler) http.Handler {
 			}
 			r.Body = ioutil.NopCloser(bytes.NewReader(body))
 			r.ContentLength = int64(len(body))
+			if bytes.Contains(body, []byte("CreateSnapshot_Task")) {
+				if m, err := simulator.UnmarshalBody(types.TypeFunc(), body); err == nil {
+					if req, ok := m.Body.(*types.CreateSnapshot_Task); ok && l.serveIncompatibleSnapshot(w, r, inner, req.This) {
+						return
+					}
+				}
+				r.Body = ioutil.NopCloser(bytes.NewReader(body))
+			}
 			if bytes.Contains(body, []byte("<Fetch")) {
 				serveFetch(w, r, inner)
 				return

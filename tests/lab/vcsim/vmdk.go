@@ -474,12 +474,7 @@ func (l *lab) consolidateLocked(vi *vmInfo, vm *mo.VirtualMachine) {
 				if !ok || disk.Key != d.key {
 					continue
 				}
-				if b, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
-					i := d.indexOf(sd.rel)
-					b.FileName = sd.dsPath
-					b.Parent = d.parentBacking(i, b)
-					b.DeltaDiskFormat = deltaFormat(i)
-				}
+				d.linkBacking(disk.Backing, d.indexOf(sd.rel), sd.dsPath, nil)
 			}
 		}
 	}

@@ -15,7 +15,9 @@ from ansible_collections.migratekit.migration.plugins.module_utils import cbt
 from ansible_collections.migratekit.migration.plugins.module_utils._cbt import inventory
 from ansible_collections.migratekit.migration.plugins.module_utils import extents as ex
 from ansible_collections.migratekit.migration.plugins.module_utils import sync_state
-from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import TaskFailedError, VSphereError
+from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import (
+    InvalidParameterError, TaskFailedError, VSphereError,
+)
 from ansible_collections.migratekit.migration.tests.unit.plugins.module_utils.cbt_fakes import (
     CAP, GOOD, UUID_A, UUID_B, VM_UUID, MiB, make_disk, paged_query,
 )
@@ -343,19 +345,40 @@ def test_old_hardware_is_refused(fake, tmp_path):
         cycle(fake, tmp_path).present()
 
 
-def test_independent_disk_is_skipped_with_a_warning(fake, tmp_path):
+def test_independent_disk_refuses_the_vm_before_anything_changes(fake, tmp_path):
+    fake.cbt_enabled = False
     fake.extra_devices = [make_disk(2005, mode='independent_persistent', unit=5)]
-    result = cycle(fake, tmp_path).present()
-    assert [d['key'] for d in result['disks']] == [2000]
-    assert result['skipped_disks'][0]['key'] == 2005
-    assert 'skipped' in result['warnings'][0] and 'Hard disk 6' in result['warnings'][0]
+    with pytest.raises(inventory.UnfreezableDisksError) as info:
+        cycle(fake, tmp_path).present()
+    message = str(info.value)
+    assert "disk 2005 ('Hard disk 6', [LocalDS_0] VM0/disk-2005.vmdk) is independent_persistent" in message
+    assert 'exclude_disks' in message and 'migratekit_exclude_disks' in message
+    assert 'set its disk mode to persistent' in message
+    assert fake.calls == [] and not os.path.exists(str(tmp_path / 'extents'))
+    assert info.value.details['unfreezable_disks'][0]['kind'] == 'independent'
+
+
+def test_an_excluded_independent_disk_is_listed_not_migrated(fake, tmp_path):
+    fake.extra_devices = [make_disk(2005, mode='independent_nonpersistent', unit=5)]
+    for exclude in (['2005'], ['Hard disk 6']):
+        result = cycle(fake, tmp_path, exclude_disks=exclude).present()
+        assert [d['key'] for d in result['disks']] == [2000] and result['skipped_disks'] == []
+        assert [(d['key'], d['kind'], d['mode']) for d in result['excluded_disks']] == [
+            (2005, 'independent', 'independent_nonpersistent')]
+        assert any('2005' in w and 'not migrated' in w for w in result['warnings'])
+
+
+def test_exclude_disks_naming_no_disk_is_bad_input(fake, tmp_path):
+    with pytest.raises(InvalidParameterError, match="'Hard disk 9' names no disk of the VM"):
+        cycle(fake, tmp_path, exclude_disks=['Hard disk 9']).present()
+    assert fake.calls == []
 
 
 def test_only_untrackable_disks_is_an_error(fake, tmp_path):
     fake.disk_keys = []
     fake.extra_devices = [make_disk(2002, rdm='physicalMode')]
     with pytest.raises(cbt.CbtUnsupportedError, match='no disk can be tracked'):
-        cycle(fake, tmp_path).present()
+        cycle(fake, tmp_path, exclude_disks=['2002']).present()
 
 
 def test_multi_disk_vm_gets_one_extents_file_per_disk(fake, tmp_path):

@@ -30,7 +30,8 @@ def test_argument_spec_env_fallbacks_and_no_log(monkeypatch):
     result = ArgumentSpecValidator(vsphere.CONNECTION_SPEC.argument_spec).validate({})
     assert result.error_messages == []
     assert result.validated_parameters == {'hostname': 'vc.example.com', 'username': 'admin', 'password': SECRET,
-                                           'port': 8989, 'validate_certs': False}
+                                           'port': 8989, 'validate_certs': False, 'request_timeout': 300,
+                                           'connection_retries': 3}
     assert SECRET in result._no_log_values
 
 

@@ -7,6 +7,7 @@ __metaclass__ = type
 import pytest
 
 from ansible_collections.migratekit.migration.plugins.module_utils import nbdkit
+from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server import config as config_mod
 from ansible_collections.migratekit.migration.tests.unit.plugins.module_utils.nbd_server_fakes import (
     SECRET, THUMB, validate, vddk_params,
 )
@@ -112,3 +113,11 @@ def test_vddk_reads_the_whole_chain_of_the_snapshot_backing():
     argv = nbdkit.build_argv(validate(vddk_params()), password_file='/x/pw')
     assert 'file=[datastore1] vm0/vm0.vmdk' in argv and not any('single-link' in arg for arg in argv)
     assert 'single_link' not in nbdkit.SERVER_SPEC.argument_spec
+
+
+def test_reexec_comparable_leaves_out_what_the_vddk_reexec_changes():
+    built = ['nbdkit', '-U', '/s/v.sock', 'vddk', 'user=u', 'password=+/s/.v.sock.password.x', 'file=[ds] a.vmdk']
+    reexeced = ['nbdkit', '-U', '/s/v.sock', 'vddk', 'user=u', 'file=[ds] a.vmdk', 'password=-3', 'reexeced_=']
+    assert nbdkit.comparable_argv(reexeced) != nbdkit.comparable_argv(built)
+    assert config_mod.reexec_comparable(reexeced) == config_mod.reexec_comparable(built)
+    assert config_mod.reexec_comparable(reexeced) != config_mod.reexec_comparable(built[:-1] + ['file=[ds] b.vmdk'])
