@@ -24,6 +24,7 @@ from ansible_collections.migratekit.migration.plugins.module_utils._cbt.inventor
     ctk_disabled_disks,
     hardware_version_number,
     snapshot_facts,
+    snapshot_findings,
     vm_facts,
 )
 from ansible_collections.migratekit.migration.plugins.module_utils._cbt.snapshots import describe_nodes, sort_snapshots
@@ -54,6 +55,7 @@ PREFLIGHT_SPEC = CONNECTION_SPEC.merge(VM_SPEC, ArgumentSpec(dict(
     vma_token=dict(type='str', no_log=True),
     vma_validate_certs=dict(type='bool', default=True),
     job_id=dict(type='str'),
+    exclude_disks=dict(type='list', elements='str', default=[]),
 )))
 
 LIBRARIES = VSPHERE_LIBRARIES
@@ -83,10 +85,19 @@ def check_vsphere(props, vm, options, findings, vcenter=None):
         findings.add('error', 'hardware_too_old', 'hardware version %s is too old for Changed Block Tracking '
                      '(vmx-%02d or newer needed)' % (props.get('config.version'), MIN_HARDWARE_VERSION))
     devices = props.get('config.hardware.device')
-    disks, skipped = classify_disks(devices)
-    for disk in skipped:
-        findings.add('warning', 'disk_skipped', "disk '%s' (key %s) is not migrated: %s"
-                     % (disk['label'], disk['key'], disk['reason']), disk=disk['key'])
+    disks, _skipped = classify_disks(devices)
+    excluded = set(str(item).strip() for item in options.exclude_disks or [])
+    for finding in snapshot_findings(devices):
+        named = str(finding['key']) in excluded or finding['label'] in excluded
+        if named and finding['excludable']:
+            findings.add('warning', 'disk_excluded', "disk %s ('%s', %s) is excluded: it is not migrated"
+                         % (finding['key'], finding['label'], finding['mode']), disk=finding['key'])
+        else:
+            findings.add('error', 'disk_unfreezable', "disk %s ('%s', %s) is %s: %s; %s" % (
+                finding['key'], finding['label'], finding['backing_file'], finding['mode'], finding['reason'],
+                finding['remedy'] + (', or exclude it (exclude_disks)' if finding['excludable'] else '')),
+                disk=finding['key'])
+    disks = [d for d in disks if str(d['key']) not in excluded and d['label'] not in excluded]
     if not disks:
         findings.add('error', 'no_disk', 'no disk can be tracked with CBT')
     cbt_on = bool(props.get('config.changeTrackingEnabled'))

@@ -92,6 +92,13 @@ options:
     description:
       - The VMA job whose progress is read; default the VM's name.
     type: str
+  exclude_disks:
+    description:
+      - Disks (device keys or labels) left out of the migration, as M(migratekit.migration.vmware_cbt_snapshot)
+        takes them. A disk a snapshot cannot freeze is an error unless it is excluded here.
+    type: list
+    elements: str
+    default: []
 notes:
   - The roles run it in check mode (C(--check)) and C(playbooks/preflight.yml) runs it for a whole inventory with a
     fleet summary.
@@ -140,7 +147,8 @@ findings:
       description:
         - A keyword, for example V(target_too_small), V(target_unreachable), V(no_target), V(datastore_not_mapped),
           V(source_missing), V(no_thumbprint), V(vma_unreachable), V(hardware_too_old), V(state_unreadable),
-          V(users_snapshots), V(consolidation_needed), V(disk_cbt_off), V(disk_skipped), V(state_other_vm),
+          V(users_snapshots), V(consolidation_needed), V(disk_cbt_off), V(disk_unfreezable), V(disk_excluded),
+          V(state_other_vm),
           V(leftover_snapshot), V(stun_leftover), V(cbt_off), V(decision).
       type: str
     disk:

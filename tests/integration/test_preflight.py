@@ -116,3 +116,15 @@ def test_the_preflight_playbook_prints_each_finding_and_a_fleet_summary_and_chan
         assert not os.path.exists(env.state_dir)
     finally:
         lab.down()
+
+
+def test_a_disk_a_snapshot_cannot_freeze_is_an_error_unless_excluded(lab_factory, tmp_path):
+    lab = lab_factory(vms=1, disks=2)
+    lab.disk_config('VM0', 2001, disk_mode='independent_persistent')
+    result = run(lab, tmp_path)
+    [finding] = [f for f in result['findings'] if f['code'] == 'disk_unfreezable']
+    assert finding['level'] == 'error' and finding['disk'] == 2001 and 'independent_persistent' in finding['message']
+    assert 'exclude it' in finding['message'] and result['ready'] is False
+    excluded = run(lab, tmp_path, exclude_disks=['2001'])
+    assert excluded['ready'] is True and 'disk_excluded' in codes(excluded, 'warning')
+    assert [f['disk'] for f in excluded['findings'] if f['code'] == 'decision'] == [2000]
