@@ -130,7 +130,8 @@ def test_a_users_namesake_snapshot_and_a_failed_consolidation_do_not_fail_a_sync
         for key in KEYS:
             assert run.disk('VM0', key)['sync_type'] == 'incremental'
             assert compare_chain(lab.live('VM0', key)['image'], lab.disk('VM0', key)['target_image'])
-        completed = [u for u in lab.vma_log() if u.get('status') == 'completed' and not u.get('disk_id')]
+        completed = [u for u in lab.vma_log()
+                     if u['body'].get('status') == 'completed' and not u['body'].get('disk_id')]
         assert completed, 'the VMA got the job completed'
     finally:
         if reader is not None:
