@@ -146,8 +146,8 @@ def check_vsphere(props, vm, options, findings, vcenter=None):
                                    vm_uuid=identity['vm_uuid'], state=state, state_file=options.state_file,
                                    target=target, cbt_was_enabled=cbt_on and disk['key'] not in untracked,
                                    change_id_known=False, label=disk['label'], identity=identity)
-            findings.add('info', 'decision', '%s: %s copy (%s)' % (_disk_name(disk), decision.sync_type,
-                                                                    decision.reason), disk=disk['key'])
+            findings.add('info', 'decision', '%s: %s copy (%s)' % (
+                _disk_name(disk), decision.sync_type, decision.reason), disk=disk['key'])
         except VSphereError as exc:
             findings.add('error', 'decision', '%s: %s' % (_disk_name(disk), exc.message), disk=disk['key'])
         plans.append(dict(disk, target=target))
@@ -208,9 +208,8 @@ def check_targets(plans, findings, open_target=None):
                          % (_disk_name(disk), disk['target'], exc), disk=disk['key'])
             continue
         if read_only:
-            findings.add('error', 'target_read_only', '%s: target %s is read-only' % (_disk_name(disk),
-                                                                                     disk['target']),
-                         disk=disk['key'])
+            findings.add('error', 'target_read_only', '%s: target %s is read-only' % (
+                _disk_name(disk), disk['target']), disk=disk['key'])
         if size < disk['capacity_bytes']:
             findings.add('error', 'target_too_small', '%s: target %s holds %d bytes, the disk %d' % (
                 _disk_name(disk), disk['target'], size, disk['capacity_bytes']), disk=disk['key'])

@@ -45,7 +45,7 @@ def codes(result, level=None):
 def small_target(tmp_path):
     sock = str(tmp_path / 'small.sock')
     proc = subprocess.Popen(['nbdkit', '--foreground', '--exit-with-parent', '-U', sock, 'memory', '1M'])
-    for _ in range(100):
+    for _attempt in range(100):
         if os.path.exists(sock):
             break
         time.sleep(0.05)

@@ -52,7 +52,7 @@ def start_reader(image, tmp_path):
     """A reader holding a VMDK chain open (as a backup tool would): qemu-nbd, read-only; returns the Popen."""
     sock = str(tmp_path / 'reader.sock')
     reader = subprocess.Popen(['qemu-nbd', '--read-only', '--format=vmdk', '--persistent', '-k', sock, image])
-    for _ in range(100):
+    for _attempt in range(100):
         if os.path.exists(sock):
             break
         time.sleep(0.05)
@@ -203,6 +203,7 @@ def test_a_vm_reverted_to_a_snapshot_older_than_the_last_sync_gets_a_full_copy(c
     cycles.commit(result)
     cycles.absent()
     assert [d['sync_type'] for d in cycles.sync()['disks']] == ['incremental'] * 2
+
 
 def test_a_users_snapshot_named_like_ours_is_never_reused_or_removed(cycles):
     lab = cycles.lab

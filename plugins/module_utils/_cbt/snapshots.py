@@ -69,11 +69,14 @@ def parse_marker(description):
     return Marker(match.group('kind'), match.group('vm'), match.group('token'))
 
 
+def _normalize_uuid(value):
+    return value.replace('-', '').replace(' ', '').lower()
+
+
 def _same_vm(marker, vm_instance_uuid):
     if not vm_instance_uuid:
         return True
-    normalize = lambda value: value.replace('-', '').replace(' ', '').lower()  # noqa: E731
-    return normalize(marker.vm) == normalize(vm_instance_uuid)
+    return _normalize_uuid(marker.vm) == _normalize_uuid(vm_instance_uuid)
 
 
 def sort_snapshots(snapshot_info, name, vm_instance_uuid, recorded):

@@ -59,9 +59,8 @@ def open_handle(uri, role, disk=None, block_status=False):
             handle.add_meta_context(BASE_ALLOCATION)
         handle.connect_uri(uri)
     except nbd.Error as exc:
-        raise ConnectError('cannot connect to the %s %s of %s: %s%s' % (role, uri, disk or 'the disk', exc.string,
-                                                                       _tls_hint(uri, exc.string)),
-                           operation='connect to %s' % role, disk=disk)
+        message = 'cannot connect to the %s %s of %s: %s' % (role, uri, disk or 'the disk', exc.string)
+        raise ConnectError(message + _tls_hint(uri, exc.string), operation='connect to %s' % role, disk=disk)
     return handle
 
 
