@@ -117,6 +117,7 @@ options:
         idle cycle needs no NBD server, no copy and no cleanup (RV(snapshot.removed=true)).
       - Never in check mode.
     type: bool
+    version_added: 0.2.0
     default: false
 notes:
   - SOAP round trips per VM stay a small constant plus the C(QueryChangedDiskAreas) pages of each disk; VM and
