@@ -5,7 +5,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-# System packages: the NBD stack (nbdkit, libnbd's Python bindings and tools),
+# System packages: the NBD stack (nbdkit, libnbd's Python bindings; its tools are bindep's test profile),
 # qemu-img for image checks, Go and govmomi's source for the lab's vSphere
 # simulator, venv support, shellcheck for ansible-test sanity.
 apt_packages=(
