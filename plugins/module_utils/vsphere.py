@@ -119,10 +119,12 @@ class APIFaultError(VSphereError):
 # The connection options, documented in the ``vsphere`` doc fragment.
 CONNECTION_SPEC = ArgumentSpec(dict(
     hostname=dict(type='str', fallback=(env_fallback, ['VMWARE_HOST'])),
-    username=dict(type='str', fallback=(env_fallback, ['VMWARE_USER'])),
-    password=dict(type='str', no_log=True, fallback=(env_fallback, ['VMWARE_PASSWORD'])),
+    username=dict(type='str', aliases=['user', 'admin'], fallback=(env_fallback, ['VMWARE_USER'])),
+    password=dict(type='str', aliases=['pass', 'pwd'], no_log=True, fallback=(env_fallback, ['VMWARE_PASSWORD'])),
     port=dict(type='int', default=DEFAULT_PORT, fallback=(env_fallback, ['VMWARE_PORT'])),
     validate_certs=dict(type='bool', default=True, fallback=(env_fallback, ['VMWARE_VALIDATE_CERTS'])),
+    proxy_host=dict(type='str', fallback=(env_fallback, ['VMWARE_PROXY_HOST'])),
+    proxy_port=dict(type='int', fallback=(env_fallback, ['VMWARE_PROXY_PORT'])),
 ))
 
 VM_SELECTOR_OPTIONS = ['name', 'path', 'uuid', 'moid']
@@ -131,10 +133,11 @@ VM_SELECTOR_OPTIONS = ['name', 'path', 'uuid', 'moid']
 VM_SPEC = ArgumentSpec(dict(
     name=dict(type='str'),
     path=dict(type='str'),
+    folder=dict(type='str'),
     uuid=dict(type='str'),
     moid=dict(type='str'),
     datacenter=dict(type='str'),
-), mutually_exclusive=[VM_SELECTOR_OPTIONS], required_one_of=[VM_SELECTOR_OPTIONS])
+), mutually_exclusive=[VM_SELECTOR_OPTIONS], required_one_of=[VM_SELECTOR_OPTIONS], required_by={'folder': 'name'})
 
 # What a module talking to vSphere needs besides Ansible.
 LIBRARIES = (('pyVmomi', PYVMOMI_IMPORT_ERROR),)
@@ -143,11 +146,20 @@ LIBRARIES = (('pyVmomi', PYVMOMI_IMPORT_ERROR),)
 def connect_with(options):
     """:func:`connect` with the connection options of a module (:data:`CONNECTION_SPEC`)."""
     return connect(hostname=options.hostname, username=options.username, password=options.password,
-                   port=options.port, validate_certs=options.validate_certs)
+                   port=options.port, validate_certs=options.validate_certs,
+                   proxy_host=options.proxy_host, proxy_port=options.proxy_port)
 
 
 def find_vm_with(conn, options):
-    """:func:`find_vm` with the VM selector options of a module (:data:`VM_SPEC`)."""
+    """:func:`find_vm` with the VM selector options of a module (:data:`VM_SPEC`).
+
+    ``folder`` with ``name`` (community.vmware's way) is the path ``<folder>/<name>``.
+    """
+    if options.folder:
+        folder = options.folder.strip('/')
+        if options.datacenter and not folder.startswith(options.datacenter + '/'):
+            folder = '%s/%s' % (options.datacenter, folder)  # a folder relative to the datacenter, as vm/prod
+        return find_vm(conn, path='/%s/%s' % (folder, options.name), datacenter=options.datacenter)
     return find_vm(conn, name=options.name, path=options.path, uuid=options.uuid, moid=options.moid,
                    datacenter=options.datacenter)
 
@@ -265,13 +277,14 @@ class Connection(object):
 
 
 def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, validate_certs=True,
-            timeout=None):
+            timeout=None, proxy_host=None, proxy_port=None):
     """Log in to vCenter/ESXi; return a :class:`Connection`.
 
     Errors are typed: :class:`InvalidParameterError` for a missing option,
     :class:`AuthenticationError` for wrong credentials (naming host and user,
     never the password), :class:`ConnectionFailedError` for network and TLS
-    problems.
+    problems. With ``proxy_host``, the HTTPS connection is tunnelled through
+    that HTTP proxy (CONNECT; ``proxy_port`` defaults to 80).
     """
     require_pyvmomi()
     for option, value, env in (('hostname', hostname, 'VMWARE_HOST'),
@@ -292,7 +305,8 @@ def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, vali
     try:
         si = SmartConnect(host=hostname, user=username, pwd=password, port=port,
                           sslContext=ssl_context, disableSslCertValidation=not validate_certs,
-                          httpConnectionTimeout=timeout)
+                          httpConnectionTimeout=timeout,
+                          httpProxyHost=proxy_host or None, httpProxyPort=int(proxy_port or 80))
         return Connection(si, hostname=hostname, username=username, port=port)
     except vim.fault.InvalidLogin:
         raise AuthenticationError('vSphere %s refused the login of user %s: wrong user name or password'

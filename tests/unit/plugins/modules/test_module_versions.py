@@ -34,5 +34,5 @@ def test_version_added(name):
     expected = (0, 1, 0) if name in FIRST_RELEASE else next_minor
     assert _version(doc['version_added']) == expected, (name, doc['version_added'])
     for option, spec in doc['options'].items():
-        if 'version_added' in spec:
+        if 'version_added' in spec:  # an option newer than its module
             assert _version(doc['version_added']) < _version(spec['version_added']) <= next_minor, (name, option)
