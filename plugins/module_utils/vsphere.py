@@ -19,6 +19,7 @@ attribute access on a pyVmomi managed object is a SOAP call of its own).
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import inspect
 import socket
 import ssl
 import time
@@ -34,11 +35,11 @@ from ansible_collections.migratekit.migration.plugins.module_utils.errors import
 
 PYVMOMI_IMPORT_ERROR = None
 try:
-    from pyVmomi import vim, vmodl
+    from pyVmomi import SoapAdapter, vim, vmodl
     from pyVim.connect import SmartConnect
     HAS_PYVMOMI = True
 except ImportError:  # pragma: no cover - exercised by ansible-test's import test
-    vim = vmodl = SmartConnect = None
+    vim = vmodl = SmartConnect = SoapAdapter = None
     HAS_PYVMOMI = False
     PYVMOMI_IMPORT_ERROR = traceback.format_exc()
 
@@ -296,6 +297,10 @@ def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, vali
     port = int(port or DEFAULT_PORT)
     where = '%s:%d' % (hostname, port)
     operation = 'connect to vSphere %s as %s' % (where, username)
+    if proxy_host and _proxy_is_broken():
+        raise InvalidParameterError('proxy_host: pyVmomi %s cannot connect through an HTTP proxy (pyvmomi issue 1090: '
+                                    'every proxied request fails); install another pyvmomi (9.1.1.0 works)'
+                                    % _pyvmomi_version(), operation=operation)
     if validate_certs:
         # pyVmomi silently skips verification for localhost unless it is given
         # a context; certificate validation on means on, whatever the host.
@@ -324,6 +329,23 @@ def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, vali
     except Exception as exc:  # pylint: disable=broad-except
         # SmartConnect raises a bare Exception when the endpoint is not vSphere
         raise ConnectionFailedError('cannot reach %s: %s' % (where, exc), operation=operation)
+
+
+def _proxy_is_broken():
+    """pyVmomi 8.0.3.0.1 calls its HTTPProxyConnection without the port it requires (pyvmomi issue 1090)."""
+    proxy_connection = getattr(SoapAdapter, 'HTTPProxyConnection', None)
+    if proxy_connection is None:
+        return False
+    port = inspect.signature(proxy_connection.__call__).parameters.get('port')
+    return port is not None and port.default is inspect.Parameter.empty
+
+
+def _pyvmomi_version():
+    try:
+        from importlib.metadata import version
+        return version('pyvmomi')
+    except Exception:  # pylint: disable=broad-except
+        return '(unknown version)'
 
 
 # --------------------------------------------------------------------------

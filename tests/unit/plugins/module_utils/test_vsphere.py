@@ -108,6 +108,7 @@ def test_connect_passes_a_verifying_context_and_counts_soap_calls(monkeypatch):
         return FakeSI()
 
     monkeypatch.setattr(vsphere, 'SmartConnect', smart_connect)
+    monkeypatch.setattr(vsphere, '_proxy_is_broken', lambda: False)
     conn = vsphere.connect('127.0.0.1', 'admin', SECRET, port=8989, validate_certs=True)
     assert seen['sslContext'].verify_mode == ssl.CERT_REQUIRED and seen['disableSslCertValidation'] is False
     assert seen['port'] == 8989 and seen['host'] == '127.0.0.1'
@@ -122,6 +123,14 @@ def test_connect_passes_a_verifying_context_and_counts_soap_calls(monkeypatch):
     assert (seen['httpProxyHost'], seen['httpProxyPort']) == ('proxy.example.com', 80)
     vsphere.connect('vc', 'admin', SECRET, proxy_host='proxy.example.com', proxy_port=3128)
     assert (seen['httpProxyHost'], seen['httpProxyPort']) == ('proxy.example.com', 3128)
+
+
+def test_a_proxy_with_a_pyvmomi_that_cannot_use_one_fails_before_connecting(monkeypatch):
+    monkeypatch.setattr(vsphere, 'SmartConnect', lambda **kwargs: pytest.fail('connected'))
+    monkeypatch.setattr(vsphere, '_proxy_is_broken', lambda: True)
+    with pytest.raises(vsphere.InvalidParameterError, match='proxy_host: pyVmomi .* cannot connect through an HTTP '
+                                                            'proxy \\(pyvmomi issue 1090'):
+        vsphere.connect('vc', 'admin', SECRET, proxy_host='proxy.example.com')
 
 
 @pytest.mark.parametrize('raised, error_class, text', [
