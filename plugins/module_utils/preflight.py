@@ -170,15 +170,19 @@ def _state(path, identity, findings):
     return state
 
 
-def check_sources(plans, options, findings):
-    """Where each disk would be read from: a mapped datastore (file transport) or VDDK."""
+def check_sources(plans, options, findings, thumbprint=None):
+    """Where each disk would be read from: a mapped datastore (file transport) or VDDK.
+
+    ``thumbprint`` is a callable giving the vCenter's thumbprint when the
+    option is empty (computed from the verified certificate, as the cycle does).
+    """
     for disk in plans:
         transport = options.source_transport
         mapped = (options.datastore_paths or {}).get(disk['datastore'])
         if transport == 'auto':
             transport = 'file' if mapped else 'vddk'
         if transport == 'vddk':
-            if not options.vddk_thumbprint:
+            if not (options.vddk_thumbprint or _computed(thumbprint)):
                 findings.add('error', 'no_thumbprint', '%s is on datastore %s, not in the datastore mapping, so it '
                              'would be read with VDDK, which needs the vCenter thumbprint' % (
                                  _disk_name(disk), disk['datastore']), disk=disk['key'])
@@ -192,6 +196,13 @@ def check_sources(plans, options, findings):
         if not os.path.isfile(path):
             findings.add('error', 'source_missing', '%s: %s (datastore %s mapped to %s) is not there on the '
                          'appliance' % (_disk_name(disk), path, disk['datastore'], mapped), disk=disk['key'])
+
+
+def _computed(thumbprint):
+    try:
+        return thumbprint() if thumbprint else None
+    except VSphereError:
+        return None
 
 
 def check_targets(plans, findings, open_target=None):
@@ -249,7 +260,7 @@ def preflight(conn, vm, options, open_target=None):
     findings = Findings()
     props = fetch_properties(conn, vm, VM_PROPERTIES, operation='read VM properties', vm=vm._moId)
     facts, plans = check_vsphere(props, vm, options, findings, vcenter=getattr(conn, 'hostname', None))
-    check_sources(plans, options, findings)
+    check_sources(plans, options, findings, thumbprint=getattr(conn, 'thumbprint', None))
     check_targets(plans, findings, open_target=open_target)
     check_vma(options, findings, options.job_id or facts['name'])
     return {

@@ -145,6 +145,7 @@ options:
         idle cycle needs no NBD server, no copy and no cleanup (RV(snapshot.removed=true)).
       - Never in check mode.
     type: bool
+    version_added: 0.2.0
     default: false
   exclude_disks:
     description:

@@ -126,7 +126,8 @@ def test_playbooks_syntax():
         path = os.path.join(REPO_ROOT, 'playbooks', name)
         if not os.path.exists(path):
             pytest.fail('missing playbook %s' % name)
-        proc = run_playbook(['--syntax-check', '-i', 'localhost,', path])
+        # the playbooks' group is not in this inventory: a warning (ansible-test units makes it an error)
+        proc = run_playbook(['--syntax-check', '-i', 'localhost,', path], env={'ANSIBLE_HOST_PATTERN_MISMATCH': 'warning'})
         assert proc.returncode == 0, proc.stdout
 
 
