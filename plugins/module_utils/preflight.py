@@ -79,7 +79,6 @@ def _disk_name(disk):
 def check_vsphere(props, vm, options, findings, vcenter=None):
     """The VM's side: hardware, CBT per disk, disks a snapshot cannot freeze, snapshots, consolidation, decisions."""
     facts = vm_facts(vm, props)
-    name = facts['name']
     version = hardware_version_number(props.get('config.version'))
     if version is not None and version < MIN_HARDWARE_VERSION:
         findings.add('error', 'hardware_too_old', 'hardware version %s is too old for Changed Block Tracking '
