@@ -12,9 +12,10 @@ sanity: setup
 	scripts/sanity.sh
 
 units: setup
-	.venv/bin/python -m pytest tests/unit
+	scripts/ansible-test.sh units
 
 integration: setup
+	scripts/tools-venv.sh
 	.venv/bin/python -m pytest tests/integration
 
 demo: setup
@@ -38,4 +39,4 @@ build: setup
 	.venv/bin/ansible-galaxy collection build --force --output-path build/
 
 clean:
-	rm -rf build tests/output tests/lab/bin
+	rm -rf build tests/output tests/lab/bin .venv-tools .ansible

@@ -44,7 +44,8 @@ def role_spec(source, role):
         options.update(source[group])
     main = {
         'short_description': entry['short_description'],
-        'description': list(entry.get('description') or []) + list(source['cycle_description']),
+        'description': list(entry.get('description') or []) + (
+            list(source['cycle_description']) if entry.get('cycle', True) else []),
         'author': list(source['author']),
         'options': options,
     }

@@ -24,12 +24,14 @@ options:
       - If not set, the value of the E(VMWARE_USER) environment variable is used.
       - Required, from the option or the environment.
     type: str
+    aliases: [user, admin]
   password:
     description:
       - The password of O(username).
       - If not set, the value of the E(VMWARE_PASSWORD) environment variable is used.
       - Required, from the option or the environment. Never logged nor returned.
     type: str
+    aliases: [pass, pwd]
   port:
     description:
       - The HTTPS port of the vSphere API.
@@ -50,6 +52,7 @@ options:
         hangs it.
     type: int
     default: 300
+    version_added: 0.2.0
   connection_retries:
     description:
       - How many times a call that failed on a transient connection error is sent again, each time after a new
@@ -58,9 +61,24 @@ options:
         may have run). A timeout is not retried. V(0) retries nothing.
     type: int
     default: 3
+    version_added: 0.2.0
+  proxy_host:
+    description:
+      - Host name or address of an HTTP proxy to reach O(hostname) through (an HTTPS tunnel, C(CONNECT)).
+      - If not set, the value of the E(VMWARE_PROXY_HOST) environment variable is used; without either, no proxy.
+    type: str
+    version_added: 0.2.0
+  proxy_port:
+    description:
+      - Port of O(proxy_host).
+      - If not set, the value of the E(VMWARE_PROXY_PORT) environment variable is used, and V(80) without it.
+    type: int
+    version_added: 0.2.0
 notes:
   - All options of this fragment can be set once for many tasks with
     C(module_defaults) and the action group C(group/migratekit.migration.vmware).
+  - The options and their aliases are those of C(community.vmware) (O(username) alias O(user) or O(admin),
+    O(password) alias O(pass) or O(pwd), the same E(VMWARE_*) environment variables).
 requirements:
   - pyVmomi
 '''
@@ -81,6 +99,13 @@ options:
     description:
       - Inventory path of the VM, such as C(/DC0/vm/VM0) or C(/DC0/vm/folder/VM0).
     type: str
+  folder:
+    description:
+      - Inventory path of the folder that holds the VM named O(name), such as C(/DC0/vm/prod) (the name
+        C(community.vmware) modules give it); the VM is then C(<folder>/<name>), as with O(path).
+      - Requires O(name).
+    type: str
+    version_added: 0.2.0
   uuid:
     description:
       - BIOS uuid or instance uuid of the VM.

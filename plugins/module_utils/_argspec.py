@@ -57,9 +57,14 @@ class ArgumentSpec(object):
         """An :class:`Options` of ``values`` and ``given`` over the spec's defaults.
 
         A name the spec does not declare raises ValueError naming it (a
-        misspelled option would otherwise be ignored).
+        misspelled option would otherwise be ignored). An alias counts as its
+        option (AnsibleModule's params hold both names).
         """
         supplied = dict(values or {}, **given)
+        for name, option in self.argument_spec.items():
+            for alias in option.get('aliases') or ():
+                if alias in supplied:
+                    supplied.setdefault(name, supplied.pop(alias))
         unknown = sorted(set(supplied) - set(self.argument_spec))
         if unknown:
             raise ValueError('unknown option%s %s; the options are %s'

@@ -46,6 +46,8 @@ from ansible_collections.migratekit.migration.plugins.module_utils._cbt.decision
 from ansible_collections.migratekit.migration.plugins.module_utils._cbt.inventory import (
     check_extents_dir,
     classify_disks,
+    ctk_disabled_disks,
+    ctk_option_keys,
     datastore_of,
     disk_capacity_bytes,
     disk_label,
@@ -54,9 +56,19 @@ from ansible_collections.migratekit.migration.plugins.module_utils._cbt.inventor
     find_snapshots,
     hardware_version_number,
     iter_snapshot_tree,
+    snapshot_created_at,
     snapshot_facts,
     snapshot_findings,
     vm_facts,
+)
+from ansible_collections.migratekit.migration.plugins.module_utils._cbt.snapshots import (
+    KIND_MIGRATION,
+    KIND_STUN,
+    describe,
+    describe_nodes,
+    new_token,
+    parse_marker,
+    sort_snapshots,
 )
 from ansible_collections.migratekit.migration.plugins.module_utils.vsphere import (
     CONNECTION_SPEC,
@@ -83,6 +95,7 @@ VM_PROPERTIES = [
     'config.instanceUuid',
     'config.version',
     'config.changeTrackingEnabled',
+    'config.extraConfig',
     'config.hardware.device',
     'snapshot',
     'runtime.powerState',
@@ -91,7 +104,11 @@ SNAPSHOT_PROPERTIES = ['config.hardware.device']
 MIN_HARDWARE_VERSION = 7
 STUN_SNAPSHOT_NAME = 'migratekit-cbt-stun'
 SNAPSHOT_DESCRIPTION = 'Migration snapshot of migratekit.migration (CBT); removed after the copy.'
+STUN_DESCRIPTION = 'Temporary snapshot of migratekit.migration: makes a CBT change take effect.'
 FULL_CHANGE_ID = '*'
+# How long a snapshot removal (and a consolidation) is waited for: a big
+# delta merges for long, but a cycle must not hang on it.
+REMOVE_TIMEOUT = 1800
 
 # The options of one cycle (CbtSnapshot), and the vmware_cbt_snapshot module's: connection, VM, cycle.
 CYCLE_SPEC = ArgumentSpec(dict(
@@ -105,6 +122,8 @@ CYCLE_SPEC = ArgumentSpec(dict(
     targets=dict(type='dict'),
     keep_snapshot_on_failure=dict(type='bool', default=False),
     commit_unchanged=dict(type='bool', default=False),
+    reset_cbt=dict(type='bool', default=False),
+    remove_timeout=dict(type='int', default=REMOVE_TIMEOUT),
     exclude_disks=dict(type='list', elements='str', default=[]),
 ), required_if=[('state', 'present', ['extents_dir'])])
 CBT_SNAPSHOT_SPEC = CONNECTION_SPEC.merge(VM_SPEC, CYCLE_SPEC)
@@ -123,6 +142,15 @@ __all__ = [
 
 def _is_fault(exc, *fault_classes):
     return HAS_PYVMOMI and isinstance(exc, fault_classes)
+
+
+def _rejects_change_id(exc):
+    """vSphere refusing a stored changeId: a FileFault (any CBT reason: cbt.noTrack, noEpoch,
+    cannotGetChanges, ...) or an InvalidArgument naming ``changeId``. Both mean a full copy."""
+    if _is_fault(exc, vim.fault.FileFault):
+        return True
+    return _is_fault(exc, vmodl.fault.InvalidArgument) and \
+        (getattr(exc, 'invalidProperty', None) or '').lower() == 'changeid'
 
 
 # --------------------------------------------------------------------------
@@ -149,28 +177,83 @@ def create_snapshot(conn, vm, name, quiesce=False, description=SNAPSHOT_DESCRIPT
     return wait_for_task(conn, task, operation, vm=vm_name)
 
 
-def remove_snapshot(conn, snapshot, name, vm_name=None):
-    """Remove one snapshot (children kept, disks consolidated)."""
+def remove_snapshot(conn, snapshot, name, vm_name=None, timeout=REMOVE_TIMEOUT):
+    """Remove one snapshot (children kept, disks consolidated); wait at most ``timeout`` seconds."""
     operation = "remove snapshot '%s' (%s)" % (name, snapshot._moId)
     try:
         task = snapshot.RemoveSnapshot_Task(removeChildren=False, consolidate=True)
     except Exception as exc:  # pylint: disable=broad-except
         raise fault_error(exc, operation, vm=vm_name)
-    wait_for_task(conn, task, operation, vm=vm_name)
+    wait_for_task(conn, task, operation, vm=vm_name, timeout=timeout)
 
 
-def enable_cbt(conn, vm, vm_name=None):
-    """ReconfigVM with changeTrackingEnabled, then a stun cycle so tracking starts."""
-    operation = 'enable Changed Block Tracking'
+def consolidate_disks(conn, vm, vm_name=None, timeout=REMOVE_TIMEOUT):
+    """Read ``runtime.consolidationNeeded`` and run ConsolidateVMDisks when it is set.
+
+    Returns the ``consolidation`` result: ``needed`` (before), ``done``, and
+    ``error`` (why it could not be done: a warning, since the data is safe,
+    but the VM runs on a longer chain until someone consolidates).
+    """
+    props = fetch_properties(conn, vm, ['runtime.consolidationNeeded'], operation='read consolidationNeeded',
+                             vm=vm_name)
+    if not props.get('runtime.consolidationNeeded'):
+        return {'needed': False, 'done': False, 'error': None}
+    operation = 'consolidate disks'
     try:
-        task = vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(changeTrackingEnabled=True))
+        try:
+            task = vm.ConsolidateVMDisks_Task()
+        except Exception as exc:  # pylint: disable=broad-except
+            raise fault_error(exc, operation, vm=vm_name)
+        wait_for_task(conn, task, operation, vm=vm_name, timeout=timeout)
+    except VSphereError as exc:
+        return {'needed': True, 'done': False, 'error': str(exc)}
+    return {'needed': True, 'done': True, 'error': None}
+
+
+def _reconfigure(conn, vm, spec, operation, vm_name=None):
+    try:
+        task = vm.ReconfigVM_Task(spec=spec)
     except Exception as exc:  # pylint: disable=broad-except
         raise fault_error(exc, operation, vm=vm_name)
     wait_for_task(conn, task, operation, vm=vm_name)
+
+
+def stun_cycle(conn, vm, vm_instance_uuid=None, vm_name=None):
+    """Create and remove a temporary snapshot, so that a change of CBT takes effect without a power cycle.
+
+    Nothing runs between the two calls; a stun snapshot left by a crash or a
+    failed removal carries its marker, and the next cycle removes it.
+    """
     stun = create_snapshot(conn, vm, STUN_SNAPSHOT_NAME, quiesce=False,
-                           description='Temporary snapshot of migratekit.migration: makes CBT take effect.',
+                           description=describe(STUN_DESCRIPTION, KIND_STUN, vm_instance_uuid, new_token()),
                            vm_name=vm_name)
     remove_snapshot(conn, stun, STUN_SNAPSHOT_NAME, vm_name=vm_name)
+
+
+def enable_cbt(conn, vm, vm_instance_uuid=None, vm_name=None):
+    """ReconfigVM with changeTrackingEnabled, then a stun cycle so tracking starts."""
+    _reconfigure(conn, vm, vim.vm.ConfigSpec(changeTrackingEnabled=True), 'enable Changed Block Tracking',
+                 vm_name=vm_name)
+    stun_cycle(conn, vm, vm_instance_uuid, vm_name=vm_name)
+
+
+def reset_cbt(conn, vm, vm_instance_uuid=None, vm_name=None):
+    """Disable CBT, stun, enable, stun: every disk gets a new tracking file (VMware KB 2139574).
+
+    For a tracking file that is corrupt; every disk needs a full copy afterwards.
+    """
+    _reconfigure(conn, vm, vim.vm.ConfigSpec(changeTrackingEnabled=False), 'disable Changed Block Tracking (reset)',
+                 vm_name=vm_name)
+    stun_cycle(conn, vm, vm_instance_uuid, vm_name=vm_name)
+    enable_cbt(conn, vm, vm_instance_uuid, vm_name=vm_name)
+
+
+def enable_disk_tracking(conn, vm, option_keys, vm_instance_uuid=None, vm_name=None):
+    """Set each ``scsiX:Y.ctkEnabled`` of ``option_keys`` to TRUE, then a stun cycle."""
+    spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=key, value='TRUE') for key in option_keys])
+    _reconfigure(conn, vm, spec, 'enable Changed Block Tracking of disks (%s)' % ', '.join(option_keys),
+                 vm_name=vm_name)
+    stun_cycle(conn, vm, vm_instance_uuid, vm_name=vm_name)
 
 
 class CbtSnapshot(object):
@@ -194,6 +277,8 @@ class CbtSnapshot(object):
         self.identity = {}            # whose state file is ours (sync_state.IDENTITY_KEYS)
         self.unreadable_state = None  # why the state file could not be read (full cycles only)
         self.state_kept_aside = None  # where it went
+        self.consolidation = None     # after a snapshot removal: consolidate_disks()
+        self.rewound = {}             # disk key -> the cbt_rewound decision seen before the snapshot
         self.stats = {'query_pages': 0}
         self.excluded = []            # the disks exclude_disks took out of the migration
 
@@ -259,9 +344,89 @@ class CbtSnapshot(object):
             'skipped_disks': skipped,
             'diff': {'before': before, 'after': after},
             'state_kept_aside': self.state_kept_aside,
+            'consolidation': self.consolidation,
             'excluded_disks': self.excluded,
             'warnings': self.warnings,
         }
+
+    # -- state=present
+
+    # -- our snapshots, and only ours (see _cbt/snapshots.py)
+
+    def _recorded(self, state):
+        """The snapshots the state file records; None without a state file (the marker is then the record)."""
+        if not self.options.state_file:
+            return None
+        if state is None or self.unreadable_state or sync_state.owner_mismatch(state, self.identity):
+            return {}
+        return sync_state.recorded_snapshots(state)
+
+    def _sort_snapshots(self, props, state):
+        tree = sort_snapshots(props.get('snapshot'), self.options.snapshot_name, self.identity.get('vm_instance_uuid'),
+                              self._recorded(state))
+        namesakes = [node for node in tree.users if node.name == self.options.snapshot_name]
+        if tree.users:
+            self.warnings.append('VM %s has snapshots that are not migratekit.migration\'s: %s; they are kept, and each '
+                                 'disk is read whole through its frozen chain' % (self.vm_name, describe_nodes(tree.users)))
+        if namesakes:
+            self.warnings.append("snapshot %s carries the migration snapshot's name but not its marker: it is a user's "
+                                 "snapshot and is never reused or removed; this cycle uses its own snapshot"
+                                 % describe_nodes(namesakes))
+        if tree.unrecorded:
+            self.warnings.append('VM %s has migration snapshots of migratekit.migration that this state file does not '
+                                 'record (another appliance\'s or state directory\'s, or another snapshot_name): %s; '
+                                 'they are left alone' % (self.vm_name, describe_nodes(tree.unrecorded)))
+        return tree
+
+    def _record(self, token, moid=None):
+        if not self.options.state_file:
+            return
+        try:
+            sync_state.record_snapshot(self.options.state_file, self.identity, token, KIND_MIGRATION,
+                                       self.options.snapshot_name, moid=moid)
+        except sync_state.SyncStateError as exc:
+            raise StateFileError(str(exc), operation='record the migration snapshot', vm=self.vm_name)
+
+    def _forget(self, nodes=(), tokens=(), moids=()):
+        if not self.options.state_file:
+            return
+        tokens = list(tokens) + [m.token for m in (parse_marker(getattr(n, 'description', None)) for n in nodes) if m]
+        moids = list(moids) + [node.snapshot._moId for node in nodes]
+        try:
+            sync_state.forget_snapshots(self.options.state_file, tokens, moids)
+        except sync_state.SyncStateError as exc:
+            self.warnings.append('the record of removed snapshots in %s could not be updated: %s'
+                                 % (self.options.state_file, exc))
+
+    def _prune_record(self, snapshot_info, state):
+        """Forget recorded snapshots the VM no longer has (removed by hand, or never created)."""
+        recorded = self._recorded(state)
+        if not recorded:
+            return
+        nodes = list(iter_snapshot_tree(snapshot_info))
+        tokens = set(m.token for m in (parse_marker(getattr(n, 'description', None)) for n in nodes) if m)
+        moids = set(node.snapshot._moId for node in nodes)
+        self._forget(tokens=[token for token, entry in recorded.items()
+                             if token not in tokens and entry.get('moid') not in moids])
+
+    def _remove_ours(self, nodes, why):
+        """Remove our snapshots (newest first) and their record."""
+        for node in sorted(nodes, key=lambda n: -snapshot_created_at(n)):
+            remove_snapshot(self.conn, node.snapshot, node.name, vm_name=self.vm_name)
+            self._forget([node])
+        if nodes:
+            self.warnings.append('removed %s: %s' % (why, describe_nodes(nodes)))
+
+    def _create(self):
+        """Take the migration snapshot: its token is recorded first, its moref once it exists."""
+        token = new_token()
+        self._record(token)
+        snapshot = create_snapshot(self.conn, self.vm, self.options.snapshot_name, quiesce=self.options.quiesce,
+                                   description=describe(SNAPSHOT_DESCRIPTION, KIND_MIGRATION,
+                                                        self.identity.get('vm_instance_uuid'), token),
+                                   vm_name=self.vm_name)
+        self._record(token, moid=snapshot._moId)
+        return snapshot
 
     # -- state=present
 
@@ -274,7 +439,8 @@ class CbtSnapshot(object):
                                       'newer needed); upgrade the VM hardware' % (props.get('config.version'),
                                                                                   MIN_HARDWARE_VERSION),
                                       operation='check CBT support', vm=self.vm_name)
-        disks, skipped = self._disks_to_migrate(props.get('config.hardware.device'))
+        devices = props.get('config.hardware.device')
+        disks, skipped = self._disks_to_migrate(devices)
         for disk in skipped:
             self.warnings.append("disk '%s' (key %s) of VM %s skipped: %s"
                                  % (disk['label'], disk['key'], self.vm_name, disk['reason']))
@@ -287,28 +453,57 @@ class CbtSnapshot(object):
         if not cbt_before and not self.options.enable_cbt:
             raise CbtUnsupportedError('Changed Block Tracking is off and enable_cbt is false',
                                       operation='check CBT support', vm=self.vm_name)
+        # a disk whose own switch (scsiX:Y.ctkEnabled) is FALSE is not tracked although the VM's CBT is on
+        keys = set(d['key'] for d in disks)
+        untracked = dict((key, option) for key, option in
+                         ctk_disabled_disks(devices, props.get('config.extraConfig')).items()
+                         if cbt_before and key in keys)
+        if untracked and not self.options.enable_cbt:
+            raise CbtUnsupportedError('Changed Block Tracking is on for the VM but off for disk %s (%s); set enable_cbt: '
+                                      'true to turn it on (a stun snapshot, then a full copy of those disks), or set '
+                                      'those extraConfig keys to TRUE' % (
+                                          ', '.join(str(key) for key in sorted(untracked)),
+                                          ', '.join('%s = FALSE' % untracked[key] for key in sorted(untracked))),
+                                      operation='check CBT support', vm=self.vm_name)
         extents_dir = check_extents_dir(self.options.extents_dir, check_mode=self.check_mode)
         vm_uuid = props.get('config.uuid')
         self.identity = {'vm_uuid': vm_uuid, 'vm_instance_uuid': props.get('config.instanceUuid'),
                          'vcenter': getattr(self.conn, 'hostname', None)}
         state = self._load_state()
+        tree = self._sort_snapshots(props, state)
+
+        def tracked_before(disk):
+            return cbt_before and disk['key'] not in untracked
 
         # preflight: decide with what is known now, so that an impossible
         # incremental fails before anything is changed
         for disk in disks:
-            self._decide(disk, disk['change_id'], state, vm_uuid, cbt_before, change_id_known=False)
+            self._decide(disk, disk['change_id'], state, vm_uuid, tracked_before(disk), change_id_known=False)
 
-        existing = find_snapshots(props.get('snapshot'), self.options.snapshot_name)
+        existing = tree.ours
         if len(existing) > 1:
-            self.warnings.append("VM %s has %d snapshots named '%s'; using the newest (%s)"
+            self.warnings.append("VM %s has %d migration snapshots named '%s'; using the newest (%s)"
                                  % (self.vm_name, len(existing), self.options.snapshot_name, existing[-1].snapshot._moId))
+        if self.options.reset_cbt and existing:
+            # taken before the reset: its changeIds belong to the tracking files being replaced
+            replaced, existing = existing, []
+        else:
+            replaced = []
         before = {'cbt_enabled': cbt_before, 'snapshot': self.options.snapshot_name if existing else None}
         after = {'cbt_enabled': True, 'snapshot': self.options.snapshot_name}
-        changed = not cbt_before or not existing
+        changed = not cbt_before or not existing or bool(untracked) or self.options.reset_cbt
         facts['cbt_enabled'] = True
         self._claim_state(state)
 
         if self.check_mode:
+            for nodes, what in ((tree.stun_leftovers, 'CBT stun snapshots left over by an interrupted run'),
+                                (replaced, 'migration snapshots taken before the CBT reset')):
+                if nodes:
+                    self.warnings.append('would remove %s: %s' % (what, describe_nodes(nodes)))
+            if untracked:
+                self.warnings.append('would turn on Changed Block Tracking of disk %s (%s) with a stun snapshot'
+                                     % (', '.join(str(k) for k in sorted(untracked)),
+                                        ', '.join(untracked[k] for k in sorted(untracked))))
             snapshot_result = None
             snapshot_disks = None
             if existing:
@@ -320,13 +515,25 @@ class CbtSnapshot(object):
             results = []
             for disk in disks:
                 snap_disk = (snapshot_disks or {}).get(disk['key'], disk)
-                decision = self._decide(disk, snap_disk['change_id'], state, vm_uuid, cbt_before,
+                decision = self._decide(disk, snap_disk['change_id'], state, vm_uuid, tracked_before(disk),
                                         change_id_known=snapshot_disks is not None)
                 results.append(self._disk_result(disk, snap_disk, decision))
             return self._result(changed, facts, snapshot_result, results, skipped, before, after)
 
-        if not cbt_before:
-            enable_cbt(self.conn, self.vm, vm_name=self.vm_name)
+        instance_uuid = self.identity.get('vm_instance_uuid')
+        self._prune_record(props.get('snapshot'), state)
+        self._remove_ours(tree.stun_leftovers, 'CBT stun snapshots left over by an interrupted run')
+        self._remove_ours(replaced, 'migration snapshots taken before the CBT reset')
+        if self.options.reset_cbt:
+            reset_cbt(self.conn, self.vm, instance_uuid, vm_name=self.vm_name)
+        elif not cbt_before:
+            enable_cbt(self.conn, self.vm, instance_uuid, vm_name=self.vm_name)
+        elif untracked:
+            enable_disk_tracking(self.conn, self.vm, [untracked[k] for k in sorted(untracked)], instance_uuid,
+                                 vm_name=self.vm_name)
+            self.warnings.append('Changed Block Tracking was off for disk %s (%s): it is turned on, and the disk '
+                                 'gets a full copy' % (', '.join(str(k) for k in sorted(untracked)),
+                                                       ', '.join('%s = FALSE' % untracked[k] for k in sorted(untracked))))
 
         created = None
         # on failure every extents file of these disks goes, stale ones of an
@@ -340,8 +547,7 @@ class CbtSnapshot(object):
                 snapshot_disks = self._read_snapshot_disks(snapshot)
                 snapshot_result = snapshot_facts(node, self.now, reused=True)
             else:
-                snapshot = created = create_snapshot(self.conn, self.vm, self.options.snapshot_name, quiesce=self.options.quiesce,
-                                                     vm_name=self.vm_name)
+                snapshot = created = self._create()
                 node, snapshot_disks = self._read_new_snapshot(snapshot)
                 snapshot_result = snapshot_facts(node, self.now, reused=False)
             results = []
@@ -352,8 +558,9 @@ class CbtSnapshot(object):
                                    "Remove the snapshot (state=absent) and run again"
                                    % (snapshot._moId, self.options.snapshot_name),
                                    operation='read snapshot disks', vm=self.vm_name, disk=disk['label'])
-                results.append(self._disk_extents(disk, snap_disk, snapshot, state, vm_uuid, cbt_before,
-                                                  extents_dir, facts, reused=bool(existing)))
+                results.append(self._disk_extents(disk, snap_disk, snapshot, state, vm_uuid, tracked_before(disk),
+                                                  extents_dir, facts, reused=bool(existing),
+                                                  ctk_option=ctk_option_keys(devices).get(disk['key'])))
         except Exception as exc:  # pylint: disable=broad-except
             error = exc if isinstance(exc, VSphereError) else CbtError(
                 '%s: %s' % (type(exc).__name__, exc), operation='compute changed areas', vm=self.vm_name)
@@ -396,7 +603,9 @@ class CbtSnapshot(object):
             disk['committed_change_id'] = disk['change_id']
         if any(disk['copy_needed'] or not disk['committed_change_id'] for disk in results):
             return
-        remove_snapshot(self.conn, snapshot, self.options.snapshot_name, vm_name=self.vm_name)
+        # every changeId is committed: a snapshot that will not go is a warning, not a failed cycle
+        if not self._remove_committed(snapshot):
+            return
         snapshot_result['removed'] = True
         for path in written:
             try:
@@ -410,16 +619,54 @@ class CbtSnapshot(object):
         except OSError:
             pass  # not empty: someone else's files stay
 
+    def _remove_committed(self, snapshot):
+        """Remove the snapshot of a cycle whose every changeId is committed, then consolidate if vSphere says so.
+
+        A problem here leaves the data safe: it is a warning (and
+        ``self.consolidation`` says what is left to do), never an error.
+        Returns whether the snapshot was removed.
+        """
+        try:
+            remove_snapshot(self.conn, snapshot, self.options.snapshot_name, vm_name=self.vm_name,
+                            timeout=self.options.remove_timeout)
+        except VSphereError as exc:
+            self.warnings.append('every disk is synced, but the migration snapshot was not removed: %s; the next cycle '
+                                 'reuses or removes it' % exc)
+            return False
+        self._forget(moids=[snapshot._moId])
+        self._consolidate()
+        return True
+
+    def _consolidate(self):
+        self.consolidation = consolidate_disks(self.conn, self.vm, vm_name=self.vm_name,
+                                               timeout=self.options.remove_timeout)
+        if self.consolidation['error']:
+            self.warnings.append('the disks of VM %s need consolidation (runtime.consolidationNeeded) and it failed: %s; '
+                                 'consolidate them in vCenter (Snapshots > Consolidate) once nothing reads them'
+                                 % (self.vm_name, self.consolidation['error']))
+        elif self.consolidation['done']:
+            self.warnings.append('the disks of VM %s needed consolidation after the snapshot removal: consolidated'
+                                 % self.vm_name)
+
     def _decide(self, disk, change_id, state, vm_uuid, cbt_before, change_id_known=True, rejected=None,
                 capacity=None):
         try:
-            return decide_sync(self.options.mode, disk['key'], capacity if capacity is not None else disk['capacity_bytes'],
-                               change_id, vm_uuid=vm_uuid, state=state, state_file=self.options.state_file,
-                               target=target_for(self.targets, disk['key'], disk['label']),
-                               rejected=rejected, cbt_was_enabled=cbt_before, change_id_known=change_id_known,
-                               label=disk['label'], identity=self.identity)
+            decision = decide_sync(self.options.mode, disk['key'],
+                                   capacity if capacity is not None else disk['capacity_bytes'],
+                                   change_id, vm_uuid=vm_uuid, state=state, state_file=self.options.state_file,
+                                   target=target_for(self.targets, disk['key'], disk['label']),
+                                   rejected=rejected, cbt_was_enabled=cbt_before, change_id_known=change_id_known,
+                                   label=disk['label'], identity=self.identity, reset_requested=self.options.reset_cbt)
         except VSphereError as exc:
             raise exc.located('decide full or incremental', self.vm_name, disk['label'])
+        # A disk seen rewound before the snapshot (the VM went back to an older
+        # snapshot) stays full: the new snapshot may count its sequence up to
+        # the synced changeId again, which then looks like nothing changed.
+        if decision.reason_code == 'cbt_rewound':
+            self.rewound[disk['key']] = decision
+        elif decision.sync_type == 'incremental' and disk['key'] in self.rewound:
+            decision = self.rewound[disk['key']]
+        return decision
 
     def _read_snapshot_disks(self, snapshot):
         props = fetch_properties(self.conn, snapshot, SNAPSHOT_PROPERTIES, operation='read snapshot disks',
@@ -462,7 +709,7 @@ class CbtSnapshot(object):
         }
 
     def _disk_extents(self, disk, snap_disk, snapshot, state, vm_uuid, cbt_before, extents_dir, facts,
-                      reused=False):
+                      reused=False, ctk_option=None):
         capacity = snap_disk['capacity_bytes']
         change_id = snap_disk['change_id']
         if not change_id:
@@ -470,7 +717,9 @@ class CbtSnapshot(object):
                 hint = ("it was taken while CBT was off: remove it (state=absent, snapshot_name=%s) and run again"
                         % self.options.snapshot_name)
             else:
-                hint = 'Changed Block Tracking is not active on the disk; power-cycle the VM and run again'
+                hint = ('Changed Block Tracking was turned on but is not active on the disk (extraConfig %s); run '
+                        'again with reset_cbt: true (migratekit_reset_cbt), which recreates its tracking file'
+                        % (ctk_option or 'of its controller slot'))
             raise CbtUnsupportedError('the disk has no changeId in snapshot %s (%s); %s'
                                       % (snapshot._moId, self.options.snapshot_name, hint),
                                       operation='read snapshot disks', vm=self.vm_name, disk=disk['label'])
@@ -482,7 +731,7 @@ class CbtSnapshot(object):
                                                      decision.previous_change_id)
                 self.stats['query_pages'] += pages
             except Exception as exc:  # pylint: disable=broad-except
-                if not _is_fault(exc, vim.fault.FileFault):
+                if not _rejects_change_id(exc):
                     raise fault_error(exc, 'query changed areas since %s' % decision.previous_change_id,
                                       vm=self.vm_name, disk=disk['label'])
                 decision = self._decide(disk, change_id, state, vm_uuid, cbt_before, capacity=capacity,
@@ -530,6 +779,7 @@ class CbtSnapshot(object):
             return
         try:
             remove_snapshot(self.conn, created, self.options.snapshot_name, vm_name=self.vm_name)
+            self._forget(moids=[created._moId])
         except VSphereError as cleanup_error:
             error.message += "; removing snapshot '%s' (%s) also failed: %s" % (
                 self.options.snapshot_name, created._moId, cleanup_error)
@@ -541,21 +791,43 @@ class CbtSnapshot(object):
     # -- state=absent
 
     def absent(self):
+        """Remove our migration snapshots named ``snapshot_name`` and stun leftovers; never a user's."""
         props = self._read_vm()
         facts = vm_facts(self.vm, props)
-        existing = find_snapshots(props.get('snapshot'), self.options.snapshot_name)
+        self.identity = {'vm_uuid': props.get('config.uuid'), 'vm_instance_uuid': props.get('config.instanceUuid'),
+                         'vcenter': getattr(self.conn, 'hostname', None)}
+        try:
+            state = self._load_state()
+        except StateFileError as exc:
+            # cleanup goes on: without a readable record only stun leftovers are recognised as ours
+            self.warnings.append(str(exc))
+            state = None
+        tree = self._sort_snapshots(props, state)
+        existing = tree.ours
         before = {'cbt_enabled': facts['cbt_enabled'], 'snapshot': self.options.snapshot_name if existing else None}
         after = {'cbt_enabled': facts['cbt_enabled'], 'snapshot': None}
+        if self.check_mode:
+            if tree.stun_leftovers:
+                self.warnings.append('would remove CBT stun snapshots left over by an interrupted run: %s'
+                                     % describe_nodes(tree.stun_leftovers))
+        else:
+            self._remove_ours(tree.stun_leftovers, 'CBT stun snapshots left over by an interrupted run')
         if not existing:
-            return self._result(False, facts, None, [], [], before, after)
+            if not self.check_mode:
+                self._consolidate()   # what an earlier removal could not merge
+            return self._result(bool(tree.stun_leftovers) or bool((self.consolidation or {}).get('done')), facts,
+                                None, [], [], before, after)
         snapshot_result = snapshot_facts(existing[-1], self.now, reused=False)
         snapshot_result['removed'] = True
         if len(existing) > 1:
-            self.warnings.append("VM %s had %d snapshots named '%s'; all were removed"
+            self.warnings.append("VM %s had %d migration snapshots named '%s'; all were removed"
                                  % (self.vm_name, len(existing), self.options.snapshot_name))
         if not self.check_mode:
             for node in reversed(existing):
-                remove_snapshot(self.conn, node.snapshot, self.options.snapshot_name, vm_name=self.vm_name)
+                remove_snapshot(self.conn, node.snapshot, self.options.snapshot_name, vm_name=self.vm_name,
+                                timeout=self.options.remove_timeout)
+                self._forget([node])
+            self._consolidate()
         return self._result(True, facts, snapshot_result, [], [], before, after)
 
 

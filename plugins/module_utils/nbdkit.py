@@ -66,6 +66,11 @@ __all__ = [
 LIBRARIES = ()
 
 # The options of the nbd_disk_server module.
+# Declared only so that the vmware action group's module_defaults apply: VDDK checks the vCenter
+# certificate against the thumbprint whatever validate_certs says, and makes its own vSphere calls (the
+# collection's request_timeout and connection_retries are for pyVmomi's).
+MODULE_DEFAULTS_ONLY = ('validate_certs', 'request_timeout', 'connection_retries')
+
 SERVER_SPEC = ArgumentSpec(dict(
     state=dict(type='str', choices=['started', 'stopped'], default='started'),
     socket=dict(type='path'),
@@ -82,10 +87,17 @@ SERVER_SPEC = ArgumentSpec(dict(
     aio=dict(type='str', choices=['auto', 'io_uring', 'threads'], default='threads'),
     qemu_nbd_path=dict(type='path', default='qemu-nbd'),
     vddk_libdir=dict(type='path'),
-    server=dict(type='str'),
+    # vCenter options: community.vmware's names as aliases, so that the vmware action group's
+    # module_defaults (hostname, username, password, port, validate_certs, proxy_*) apply.
+    server=dict(type='str', aliases=['hostname']),
     port=dict(type='int'),
-    username=dict(type='str'),
-    password=dict(type='str', no_log=True),
+    username=dict(type='str', aliases=['user', 'admin']),
+    password=dict(type='str', no_log=True, aliases=['pass', 'pwd']),
+    validate_certs=dict(type='bool', default=True),
+    request_timeout=dict(type='int'),
+    connection_retries=dict(type='int'),
+    proxy_host=dict(type='str'),
+    proxy_port=dict(type='int'),
     thumbprint=dict(type='str'),
     vm_moref=dict(type='str'),
     snapshot_moref=dict(type='str'),

@@ -33,9 +33,16 @@ from ansible_collections.migratekit.migration.plugins.module_utils.vsphere impor
 POWERED_ON = 'poweredOn'
 POWERED_OFF = 'poweredOff'
 
+# community.vmware.vmware_guest_powerstate's names -> (state, hard power off at once).
+COMMUNITY_STATES = {
+    'powered-on': ('poweredon', False),
+    'shutdown-guest': ('poweredoff', False),
+    'powered-off': ('poweredoff', True),
+}
+
 # The options of the vmware_vm_power module.
 VM_POWER_SPEC = CONNECTION_SPEC.merge(VM_SPEC, ArgumentSpec(dict(
-    state=dict(type='str', default='poweredoff', choices=['poweredoff', 'poweredon']),
+    state=dict(type='str', default='poweredoff', choices=['poweredoff', 'poweredon'] + sorted(COMMUNITY_STATES)),
     shutdown_timeout=dict(type='int', default=300),
     force=dict(type='bool', default=False),
 )))
@@ -126,6 +133,9 @@ def vm_power_module(options, check_mode=False, conn=None, clock=time.time):
     if options.shutdown_timeout < 0:
         raise InvalidParameterError('vmware_vm_power: shutdown_timeout must be 0 or more seconds, got %d'
                                     % options.shutdown_timeout)
+    if options.state in COMMUNITY_STATES:
+        state, hard = COMMUNITY_STATES[options.state]
+        options = options.replace(state=state, **(dict(shutdown_timeout=0, force=True) if hard else {}))
     start = clock()
     own = conn is None
     if own:

@@ -115,6 +115,51 @@ def claim(path, identity):
         return state
 
 
+def recorded_snapshots(state):
+    """The ``snapshots`` record: ``{token: {"kind", "name", "moid", "recorded_at"}}`` (see docs/contracts.md)."""
+    snapshots = state.get('snapshots')
+    return snapshots if isinstance(snapshots, dict) else {}
+
+
+def record_snapshot(path, identity, token, kind, name, moid=None, now=None):
+    """Record a snapshot this collection is about to create (``moid`` None) or has created.
+
+    The token goes in before CreateSnapshot, so that a crash before the moref
+    is known still leaves the snapshot recognisable as ours.
+    """
+    with _locked(path):
+        state = load(path)
+        mismatch = owner_mismatch(state, identity)
+        if mismatch:
+            raise SyncStateError('sync state file %s %s' % (path, mismatch))
+        snapshots = state.setdefault('snapshots', {})
+        if not isinstance(snapshots, dict):
+            snapshots = state['snapshots'] = {}
+        entry = snapshots.setdefault(token, {})
+        entry.update(kind=kind, name=name)
+        entry.setdefault('recorded_at', (now or datetime.datetime.utcnow()).strftime('%Y-%m-%dT%H:%M:%SZ'))
+        if moid:
+            entry['moid'] = moid
+        write_atomic(path, state)
+        return entry
+
+
+def forget_snapshots(path, tokens=(), moids=()):
+    """Drop the record of snapshots removed (or never created); written only when something goes."""
+    tokens, moids = set(tokens), set(moid for moid in moids if moid)
+    if not tokens and not moids:
+        return
+    with _locked(path):
+        state = load(path)
+        snapshots = recorded_snapshots(state)
+        gone = [token for token, entry in snapshots.items() if token in tokens or entry.get('moid') in moids]
+        if not gone:
+            return
+        for token in gone:
+            del snapshots[token]
+        write_atomic(path, state)
+
+
 def keep_aside(path, now=None):
     """Rename ``path`` to ``<path>.aside-<UTC time>`` (never deleted); return the new name, or None."""
     stamp = (now or datetime.datetime.utcnow()).strftime('%Y%m%dT%H%M%SZ')

@@ -21,6 +21,7 @@ __metaclass__ = type
 
 import contextlib
 import hashlib
+import inspect
 import socket
 import ssl
 import time
@@ -38,11 +39,11 @@ from ansible_collections.migratekit.migration.plugins.module_utils.errors import
 
 PYVMOMI_IMPORT_ERROR = None
 try:
-    from pyVmomi import vim, vmodl
+    from pyVmomi import SoapAdapter, vim, vmodl
     from pyVim.connect import SmartConnect
     HAS_PYVMOMI = True
 except ImportError:  # pragma: no cover - exercised by ansible-test's import test
-    vim = vmodl = SmartConnect = None
+    vim = vmodl = SmartConnect = SoapAdapter = None
     HAS_PYVMOMI = False
     PYVMOMI_IMPORT_ERROR = traceback.format_exc()
 
@@ -128,12 +129,14 @@ class APIFaultError(VSphereError):
 # The connection options, documented in the ``vsphere`` doc fragment.
 CONNECTION_SPEC = ArgumentSpec(dict(
     hostname=dict(type='str', fallback=(env_fallback, ['VMWARE_HOST'])),
-    username=dict(type='str', fallback=(env_fallback, ['VMWARE_USER'])),
-    password=dict(type='str', no_log=True, fallback=(env_fallback, ['VMWARE_PASSWORD'])),
+    username=dict(type='str', aliases=['user', 'admin'], fallback=(env_fallback, ['VMWARE_USER'])),
+    password=dict(type='str', aliases=['pass', 'pwd'], no_log=True, fallback=(env_fallback, ['VMWARE_PASSWORD'])),
     port=dict(type='int', default=DEFAULT_PORT, fallback=(env_fallback, ['VMWARE_PORT'])),
     validate_certs=dict(type='bool', default=True, fallback=(env_fallback, ['VMWARE_VALIDATE_CERTS'])),
     request_timeout=dict(type='int', default=REQUEST_TIMEOUT),
     connection_retries=dict(type='int', default=CONNECTION_RETRIES),
+    proxy_host=dict(type='str', fallback=(env_fallback, ['VMWARE_PROXY_HOST'])),
+    proxy_port=dict(type='int', fallback=(env_fallback, ['VMWARE_PROXY_PORT'])),
 ))
 
 VM_SELECTOR_OPTIONS = ['name', 'path', 'uuid', 'moid']
@@ -142,10 +145,11 @@ VM_SELECTOR_OPTIONS = ['name', 'path', 'uuid', 'moid']
 VM_SPEC = ArgumentSpec(dict(
     name=dict(type='str'),
     path=dict(type='str'),
+    folder=dict(type='str'),
     uuid=dict(type='str'),
     moid=dict(type='str'),
     datacenter=dict(type='str'),
-), mutually_exclusive=[VM_SELECTOR_OPTIONS], required_one_of=[VM_SELECTOR_OPTIONS])
+), mutually_exclusive=[VM_SELECTOR_OPTIONS], required_one_of=[VM_SELECTOR_OPTIONS], required_by={'folder': 'name'})
 
 # What a module talking to vSphere needs besides Ansible.
 LIBRARIES = (('pyVmomi', PYVMOMI_IMPORT_ERROR),)
@@ -155,11 +159,20 @@ def connect_with(options):
     """:func:`connect` with the connection options of a module (:data:`CONNECTION_SPEC`)."""
     return connect(hostname=options.hostname, username=options.username, password=options.password,
                    port=options.port, validate_certs=options.validate_certs,
-                   timeout=options.request_timeout, retries=options.connection_retries)
+                   timeout=options.request_timeout, retries=options.connection_retries,
+                   proxy_host=options.proxy_host, proxy_port=options.proxy_port)
 
 
 def find_vm_with(conn, options):
-    """:func:`find_vm` with the VM selector options of a module (:data:`VM_SPEC`)."""
+    """:func:`find_vm` with the VM selector options of a module (:data:`VM_SPEC`).
+
+    ``folder`` with ``name`` (community.vmware's way) is the path ``<folder>/<name>``.
+    """
+    if options.folder:
+        folder = options.folder.strip('/')
+        if options.datacenter and not folder.startswith(options.datacenter + '/'):
+            folder = '%s/%s' % (options.datacenter, folder)  # a folder relative to the datacenter, as vm/prod
+        return find_vm(conn, path='/%s/%s' % (folder, options.name), datacenter=options.datacenter)
     return find_vm(conn, name=options.name, path=options.path, uuid=options.uuid, moid=options.moid,
                    datacenter=options.datacenter)
 
@@ -392,14 +405,17 @@ def _default_socket_timeout(timeout):
 
 
 def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, validate_certs=True,
-            timeout=REQUEST_TIMEOUT, retries=CONNECTION_RETRIES, retry_delay=1.0, sleep=time.sleep):
+            timeout=REQUEST_TIMEOUT, retries=CONNECTION_RETRIES, retry_delay=1.0, sleep=time.sleep,
+            proxy_host=None, proxy_port=None):
     """Log in to vCenter/ESXi; return a :class:`Connection`.
 
     Errors are typed: :class:`InvalidParameterError` for a missing option,
     :class:`AuthenticationError` for wrong credentials (naming host and user,
     never the password), :class:`ConnectionFailedError` for network and TLS
     problems, a vCenter that does not answer within ``timeout`` seconds, or
-    one that refused the connection ``retries`` + 1 times.
+    one that refused the connection ``retries`` + 1 times. With
+    ``proxy_host``, the HTTPS connection is tunnelled through that HTTP proxy
+    (CONNECT; ``proxy_port`` defaults to 80).
     """
     require_pyvmomi()
     for option, value, env in (('hostname', hostname, 'VMWARE_HOST'),
@@ -418,7 +434,8 @@ def connect(hostname=None, username=None, password=None, port=DEFAULT_PORT, vali
     attempt = 0
     while True:
         try:
-            return _connect_once(hostname, username, password, port, validate_certs, timeout, retries, retry_delay)
+            return _connect_once(hostname, username, password, port, validate_certs, timeout, retries, retry_delay,
+                                 proxy_host, proxy_port)
         except _Refused as refused:
             if attempt >= (retries or 0):
                 raise refused.error
@@ -434,9 +451,14 @@ class _Refused(Exception):
         self.error = error
 
 
-def _connect_once(hostname, username, password, port, validate_certs, timeout, retries, retry_delay):
+def _connect_once(hostname, username, password, port, validate_certs, timeout, retries, retry_delay,  # pylint: disable=too-many-arguments
+                  proxy_host=None, proxy_port=None):
     where = '%s:%d' % (hostname, port)
     operation = 'connect to vSphere %s as %s' % (where, username)
+    if proxy_host and _proxy_is_broken():
+        raise InvalidParameterError('proxy_host: pyVmomi %s cannot connect through an HTTP proxy (pyvmomi issue 1090: '
+                                    'every proxied request fails); install another pyvmomi (9.1.1.0 works)'
+                                    % _pyvmomi_version(), operation=operation)
     if validate_certs:
         # pyVmomi silently skips verification for localhost unless it is given
         # a context; certificate validation on means on, whatever the host.
@@ -447,7 +469,8 @@ def _connect_once(hostname, username, password, port, validate_certs, timeout, r
         with _default_socket_timeout(timeout):
             si = SmartConnect(host=hostname, user=username, pwd=password, port=port,
                               sslContext=ssl_context, disableSslCertValidation=not validate_certs,
-                              httpConnectionTimeout=timeout)
+                              httpConnectionTimeout=timeout,
+                              httpProxyHost=proxy_host or None, httpProxyPort=int(proxy_port or 80))
             return Connection(si, hostname=hostname, username=username, port=port, password=password,
                               timeout=timeout, retries=retries, retry_delay=retry_delay, ssl_context=ssl_context,
                               validate_certs=validate_certs)
@@ -476,6 +499,23 @@ def _connect_once(hostname, username, password, port, validate_certs, timeout, r
         if isinstance(getattr(exc, '__context__', None), ConnectionRefusedError):
             raise _Refused(ConnectionFailedError('cannot reach %s: %s' % (where, exc), operation=operation))
         raise ConnectionFailedError('cannot reach %s: %s' % (where, exc), operation=operation)
+
+
+def _proxy_is_broken():
+    """pyVmomi 8.0.3.0.1 calls its HTTPProxyConnection without the port it requires (pyvmomi issue 1090)."""
+    proxy_connection = getattr(SoapAdapter, 'HTTPProxyConnection', None)
+    if proxy_connection is None:
+        return False
+    port = inspect.signature(proxy_connection.__call__).parameters.get('port')
+    return port is not None and port.default is inspect.Parameter.empty
+
+
+def _pyvmomi_version():
+    try:
+        from importlib.metadata import version
+        return version('pyvmomi')
+    except Exception:  # pylint: disable=broad-except
+        return '(unknown version)'
 
 
 # --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ DOCUMENTATION = r'''
 ---
 module: cycle_lock
 short_description: Hold a VM's cycle lock on the migration appliance, so that one cycle per VM runs at a time
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - With O(state=locked), takes the lock O(path) (an C(flock) on a file, created 0600 in a 0700 directory) for
     the cycle and returns the RV(token) that releases it. When another cycle holds it, the task fails at once,

@@ -129,7 +129,10 @@ options:
   server:
     description:
       - vCenter or ESXi host name for the vddk plugin (C(server=)).
+      - The alias O(hostname) is the name the other modules of the C(vmware) action group give it,
+        so C(module_defaults) for C(group/migratekit.migration.vmware) reach this module too.
     type: str
+    aliases: [hostname]
   port:
     description:
       - vCenter or ESXi port for the vddk plugin (C(port=)); the plugin's default (443) when omitted.
@@ -138,11 +141,37 @@ options:
     description:
       - vCenter user for the vddk plugin (C(user=)).
     type: str
+    aliases: [user, admin]
   password:
     description:
       - vCenter password for the vddk plugin. Written to a 0600 temporary file passed as C(password=+FILE);
         never part of the command line or the result.
     type: str
+    aliases: [pass, pwd]
+  validate_certs:
+    description:
+      - Accepted so that the C(vmware) action group's C(module_defaults) apply; not used. VDDK checks the vCenter
+        certificate against O(thumbprint), whatever this says.
+    type: bool
+    default: true
+  request_timeout:
+    description:
+      - Accepted so that the C(vmware) action group's C(module_defaults) apply; not used (VDDK makes its own vSphere
+        calls).
+    type: int
+  connection_retries:
+    description:
+      - Accepted so that the C(vmware) action group's C(module_defaults) apply; not used.
+    type: int
+  proxy_host:
+    description:
+      - Accepted so that the C(vmware) action group's C(module_defaults) apply; not used. VDDK has no HTTP proxy
+        setting and connects to vCenter and the ESXi hosts directly.
+    type: str
+  proxy_port:
+    description:
+      - Accepted with O(proxy_host); not used.
+    type: int
   thumbprint:
     description:
       - SHA-1 fingerprint of the vCenter certificate, hex pairs separated by colons (C(thumbprint=)).
@@ -215,6 +244,11 @@ attributes:
   idempotent:
     support: full
     description: A running server with the same command line is kept; stopping a stopped server changes nothing.
+  action_group:
+    support: full
+    description: Use C(group/migratekit.migration.vmware) in C(module_defaults) to set the vCenter options.
+    membership:
+      - migratekit.migration.vmware
 notes:
   - The server runs in the background after the task; stop it with I(state=stopped) and the same I(socket),
     typically in an C(always) section.

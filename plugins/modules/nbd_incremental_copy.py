@@ -27,7 +27,7 @@ description:
     committed for O(disk_key) in O(state_file), atomically.
   - Progress is reported to the migration appliance (VMA) every O(progress_interval) seconds when
     O(vma_url) is set.
-version_added: 1.0.0
+version_added: 0.1.0
 author:
   - migratekit.migration contributors (@migratekit)
 requirements:
@@ -177,11 +177,13 @@ options:
         changeId is committed only then, resumed or not.
       - Keep it where it survives a reboot of the appliance (next to O(state_file)).
     type: path
+    version_added: 0.2.0
   snapshot_moref:
     description:
       - The managed object reference of the snapshot the source serves (for example V(snapshot-42)). Required
         with O(checkpoint_file), because a checkpoint is valid only for the frozen data it was taken on.
     type: str
+    version_added: 0.2.0
 notes:
   - Memory stays bounded by O(connections) x O(requests_in_flight) x O(request_size), whatever the
     disk size or the number of extents.

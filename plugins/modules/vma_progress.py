@@ -9,6 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: vma_progress
 short_description: Post a migration progress update to the migration appliance (VMA)
+version_added: 0.1.0
 description:
   - Posts one progress update (stage, status, byte counts, percent, throughput) for a job to the
     VMA's progress API (C(POST {vma_url}/api/v1/progress/{job_id}/update)), in the body the VMA's

@@ -9,6 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: vma_progress_info
 short_description: Read a migration job's progress from the migration appliance (VMA)
+version_added: 0.1.0
 description:
   - Reads the aggregated progress of a job from the VMA's progress API
     (C(GET {vma_url}/api/v1/progress/{job_id})), for playbooks that display it or wait on it.

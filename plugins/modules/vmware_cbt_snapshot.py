@@ -14,7 +14,7 @@ version_added: 0.1.0
 description:
   - The vSphere half of a migration sync cycle. With O(state=present) it turns Changed Block Tracking (CBT) on
     where it is off (reconfigure, then a stun cycle, that is a temporary snapshot created and removed so tracking
-    takes effect), takes the migration snapshot (or reuses the one named O(snapshot_name)), decides per disk whether a
+    takes effect), takes the migration snapshot (or reuses ours named O(snapshot_name)), decides per disk whether a
     full or an incremental copy is needed, asks vSphere (C(QueryChangedDiskAreas)) which areas of each disk to
     copy, and writes them to one extents file per disk in O(extents_dir).
   - A disk is copied incrementally when the sync state file O(state_file) holds a changeId for it that is still
@@ -22,7 +22,17 @@ description:
     grown disk, changed target, changeId rejected by vSphere).
   - The new changeId of each disk (RV(disks[].change_id)) is to be committed to the state file only after the
     copy was flushed to the target (the copy module does that); then run this module with O(state=absent).
-  - With O(state=absent) the snapshot named O(snapshot_name) is removed, if it exists.
+  - With O(state=absent) our migration snapshot named O(snapshot_name) is removed, if it exists.
+  - B(Only our snapshots are ever reused or removed.) A snapshot is ours when its description carries this
+    collection's marker line (C([migratekit.migration snapshot kind=... vm=<instance uuid> token=...])) naming this
+    VM, and its token or moref is recorded in O(state_file) (the token before C(CreateSnapshot), the moref after).
+    Without O(state_file) the marker alone is the record. A snapshot merely named like ours is a user's; it is
+    kept, a warning names it, and the cycle takes its own snapshot.
+  - The users' snapshots of the VM are kept, and named in a warning; each disk is read whole through its frozen
+    chain. A CBT stun snapshot left over by an interrupted run (recognised by its marker) is removed.
+  - A disk whose own switch C(scsiX:Y.ctkEnabled) is C(FALSE) in the VM's extraConfig while the VM has CBT on
+    gets it turned on (with a stun cycle) and a full copy, or, with O(enable_cbt=false), fails before anything
+    changes, naming the key.
   - A failure after the snapshot was created removes it, unless O(keep_snapshot_on_failure=true).
 author:
   - migratekit.migration contributors (@migratekit)
@@ -52,7 +62,8 @@ options:
   state:
     description:
       - V(present) enables CBT, takes or reuses the snapshot and computes the changed areas.
-      - V(absent) removes the snapshot named O(snapshot_name) if it exists.
+      - V(absent) removes our migration snapshot named O(snapshot_name) if it exists, and any CBT stun snapshot
+        left over by an interrupted run; never a user's snapshot.
     type: str
     choices: [present, absent]
     default: present
@@ -68,7 +79,8 @@ options:
     default: false
   enable_cbt:
     description:
-      - Enable CBT when it is off. With V(false), a VM without CBT is an error.
+      - Enable CBT when it is off, for the VM or for one of its disks (C(scsiX:Y.ctkEnabled)). With V(false), such
+        a VM is an error.
     type: bool
     default: true
   mode:
@@ -108,6 +120,22 @@ options:
       - Keep the snapshot this task created when a later step fails (for debugging). By default it is removed.
     type: bool
     default: false
+  reset_cbt:
+    description:
+      - Reset Changed Block Tracking before the snapshot, for a VM whose tracking files are corrupt (vSphere
+        answers wrong or failing C(QueryChangedDiskAreas)). It disables CBT, stuns, enables, stuns (VMware KB 2139574).
+        Every disk then gets a full copy (RV(disks[].reason_code=cbt_reset_requested)); our migration snapshot
+        left from before is replaced.
+      - Not with O(mode=incremental), which fails before anything changes.
+    type: bool
+    default: false
+  remove_timeout:
+    description:
+      - Seconds to wait for a snapshot removal (and for a consolidation after it) before giving up with an error
+        (the vSphere task goes on). With O(commit_unchanged), a removal that fails or times out after every disk
+        was committed is a warning, not a failure.
+    type: int
+    default: 1800
   commit_unchanged:
     description:
       - For each disk with an incremental decision and no changed area, commit the snapshot's changeId in
@@ -117,6 +145,7 @@ options:
         idle cycle needs no NBD server, no copy and no cleanup (RV(snapshot.removed=true)).
       - Never in check mode.
     type: bool
+    version_added: 0.2.0
     default: false
   exclude_disks:
     description:
@@ -300,7 +329,8 @@ disks:
     reason_code:
       description:
         - Why, as a keyword; V(incremental) for incremental copies, otherwise one of V(mode_full), V(no_state),
-          V(other_vm), V(bad_state), V(cbt_off), V(capacity_changed), V(no_change_id), V(cbt_reset),
+          V(other_vm), V(bad_state), V(cbt_reset_requested), V(cbt_off), V(capacity_changed), V(no_change_id),
+          V(cbt_reset), V(cbt_rewound) (the VM was reverted to a snapshot older than the last sync),
           V(target_changed), V(change_id_rejected).
       type: str
       sample: cbt_reset
@@ -368,6 +398,24 @@ state_kept_aside:
   returned: always
   type: str
   sample: /var/lib/migratekit/state/app01.json.aside-20261201T101500Z
+consolidation:
+  description:
+    - After a snapshot removal (O(state=absent), or O(commit_unchanged) with nothing to copy), what
+      C(runtime.consolidationNeeded) said and whether C(ConsolidateVMDisks) ran. A consolidation that fails is a
+      warning, not a failure (the data is synced); null when no snapshot was removed.
+  returned: always
+  type: dict
+  contains:
+    needed:
+      description: Whether vSphere said the disks needed consolidation after the removal.
+      type: bool
+    done:
+      description: Whether ConsolidateVMDisks ran and succeeded.
+      type: bool
+    error:
+      description: Why the consolidation failed; null otherwise.
+      type: str
+  sample: {"needed": true, "done": false, "error": "FileLocked: ..."}
 '''
 
 from ansible_collections.migratekit.migration.plugins.module_utils._runner import run_module

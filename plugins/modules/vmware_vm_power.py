@@ -41,8 +41,12 @@ options:
   state:
     description:
       - V(poweredoff) shuts the VM down; V(poweredon) powers it on.
+      - Since version 0.2.0, the names of C(community.vmware.vmware_guest_powerstate) mean what they mean there.
+        V(shutdown-guest) is V(poweredoff) (a guest shutdown, then a hard power off only with O(force=true));
+        V(powered-off) powers the VM off hard at once (V(poweredoff) with O(shutdown_timeout=0) and O(force=true));
+        V(powered-on) is V(poweredon).
     type: str
-    choices: [poweredoff, poweredon]
+    choices: [poweredoff, poweredon, powered-off, powered-on, shutdown-guest]
     default: poweredoff
   shutdown_timeout:
     description:

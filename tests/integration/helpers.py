@@ -125,13 +125,14 @@ def processes_mentioning(text, program=None):
 class NbdkitProcess(object):
     """One nbdkit serving on a unix socket in ``directory``, a child of this process (--exit-with-parent).
 
-    ``NbdkitProcess(directory, 'src', 'file', path, read_only=True, filters=['delay'])``;
+    ``NbdkitProcess(directory, 'src', 'file', path, read_only=True, filters=['delay'], options=['--tls=require'])``;
     :meth:`stop` ends it.
     """
 
     def __init__(self, directory, name, plugin, *args, **kwargs):
         filters = kwargs.pop('filters', ())
         read_only = kwargs.pop('read_only', False)
+        options = kwargs.pop('options', ())   # server options such as --tls=require, before the plugin
         timeout = kwargs.pop('timeout', 20)
         if kwargs:
             raise TypeError('unexpected arguments: %s' % ', '.join(sorted(kwargs)))
@@ -143,6 +144,7 @@ class NbdkitProcess(object):
         argv = ['nbdkit', '--exit-with-parent', '-f', '-U', self.socket, '-P', self.pidfile]
         if read_only:
             argv.append('-r')
+        argv.extend(options)
         for filter_name in filters:
             argv.append('--filter=' + filter_name)
         argv.append(plugin)

@@ -441,7 +441,7 @@ def test_answers_are_paged(fresh):
     assert mid.startOffset == 1000 and mid.changedArea[0].start == 1000
 
 
-def test_old_or_bad_change_ids_raise_file_fault(fresh):
+def test_unknown_change_ids_raise_file_fault_and_malformed_ones_invalid_argument(fresh):
     lab, si, vm = fresh
     set_cbt(si, vm, True)
     lab.write('VM0', 2000, offset=0, length=4096)
@@ -454,9 +454,14 @@ def test_old_or_bad_change_ids_raise_file_fault(fresh):
     s2 = snapshot(si, vm, 'f2')
     new = disks_of(s2.config)[2000].backing.changeId
     assert new.split('/')[0] == reset['cbt_uuid']
-    for bad in (old, 'garbage', '', new.split('/')[0] + '/999', new.split('/')[0] + '/x', '/1'):
+    for unknown in (old, new.split('/')[0] + '/999'):
         with pytest.raises(vim.fault.FileFault):
-            vm.QueryChangedDiskAreas(snapshot=s2, deviceKey=2000, startOffset=0, changeId=bad)
+            vm.QueryChangedDiskAreas(snapshot=s2, deviceKey=2000, startOffset=0, changeId=unknown)
+    # not of the form "<uuid>/<sequence>": the argument itself is refused
+    for malformed in ('garbage', '', new.split('/')[0] + '/x', '/1'):
+        with pytest.raises(vmodl_fault('InvalidArgument')) as info:
+            vm.QueryChangedDiskAreas(snapshot=s2, deviceKey=2000, startOffset=0, changeId=malformed)
+        assert info.value.invalidProperty == 'changeId'
     # the snapshot from before the reset no longer answers incremental queries
     with pytest.raises(vim.fault.FileFault):
         vm.QueryChangedDiskAreas(snapshot=s1, deviceKey=2000, startOffset=0, changeId=old)

@@ -177,12 +177,25 @@ def test_grown_disk_gives_full_with_reason(cycles):
     assert disks[2000]['sync_type'] == 'incremental'
 
 
+def test_a_stored_change_id_ahead_of_the_disk_gives_full_before_any_snapshot(cycles):
+    lab = cycles.lab
+    first = cycles.sync()
+    # a changeId of the same tracking file, later than the disk's: the VM went back to an older snapshot
+    stale = first['disks'][0]['change_id'].rsplit('/', 1)[0] + '/999'
+    sync_state.commit_disk(cycles.state_file, first['vm']['uuid'], 2000, stale, 64 * MiB, first['disks'][0]['target'])
+    disk = by_key(cycles.present())[2000]
+    assert (disk['sync_type'], disk['reason_code']) == ('full', 'cbt_rewound') and stale in disk['reason']
+    cycles.absent()
+    with pytest.raises(cbt.IncrementalNotPossibleError, match='reverted'):
+        cycles.present(mode='incremental')
+    assert not lab.state()['snapshots']   # refused before any snapshot
+
+
 def test_rejected_change_id_gives_full_and_a_failure_removes_the_snapshot(cycles):
     lab = cycles.lab
     first = cycles.sync()
-    # a changeId of the right CBT uuid that vSphere does not know (FileFault)
-    stale = first['disks'][0]['change_id'].rsplit('/', 1)[0] + '/999'
-    sync_state.commit_disk(cycles.state_file, first['vm']['uuid'], 2000, stale, 64 * MiB, first['disks'][0]['target'])
+    lab.corrupt_cbt('VM0', 2000, 'FileFault')   # vSphere now refuses the stored changeId
+    stale = first['disks'][0]['change_id']
     disk = by_key(cycles.present())[2000]
     assert (disk['sync_type'], disk['reason_code']) == ('full', 'change_id_rejected')
     assert 'FileFault' in disk['reason'] and stale in disk['reason']

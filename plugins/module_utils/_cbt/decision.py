@@ -74,7 +74,8 @@ def target_for(targets, key, label):
 
 
 def decide_sync(mode, disk_key, capacity_bytes, change_id, vm_uuid=None, state=None, state_file=None,
-                target=None, rejected=None, cbt_was_enabled=True, change_id_known=True, label=None, identity=None):
+                target=None, rejected=None, cbt_was_enabled=True, change_id_known=True, label=None, identity=None,
+                reset_requested=False):
     """Decide full or incremental for one disk; return a :class:`SyncDecision`.
 
     ``state`` is the loaded sync state (None: no state file was given),
@@ -85,6 +86,8 @@ def decide_sync(mode, disk_key, capacity_bytes, change_id, vm_uuid=None, state=N
     the snapshot exists) a missing ``change_id`` decides nothing.
     ``identity`` (BIOS uuid, instance uuid, vCenter: see
     ``sync_state.IDENTITY_KEYS``) says whose state is ours; default ``vm_uuid``.
+    ``reset_requested``: CBT is being reset (``reset_cbt``), so no stored
+    changeId will mean anything.
 
     The table, first match wins:
 
@@ -96,10 +99,12 @@ def decide_sync(mode, disk_key, capacity_bytes, change_id, vm_uuid=None, state=N
     state of another VM/vCenter   other_vm            full
     no entry for the disk         no_state            full
     stored changeId malformed     bad_state           full
-    CBT was off on the VM         cbt_off             full
+    CBT reset asked for           cbt_reset_requested full
+    CBT was off (VM or disk)      cbt_off             full
     capacity changed              capacity_changed    full
     disk has no changeId          no_change_id        full
     CBT uuid differs (reset)      cbt_reset           full
+    CBT sequence went backwards   cbt_rewound         full
     target changed                target_changed      full
     vSphere rejected changeId     change_id_rejected  full
     otherwise                     incremental         incremental
@@ -136,21 +141,29 @@ def decide_sync(mode, disk_key, capacity_bytes, change_id, vm_uuid=None, state=N
         stored_uuid = parse_change_id(stored)[0]
     except ValueError as exc:
         return full('bad_state', 'the sync state entry of disk key %s is unusable: %s' % (disk_key, exc))
+    if reset_requested:
+        return full('cbt_reset_requested', 'Changed Block Tracking is reset on request (reset_cbt), so changes '
+                    'since %s are unknown' % stored)
     if not cbt_was_enabled:
-        return full('cbt_off', 'Changed Block Tracking was off on the VM, so changes since %s are unknown'
-                    % stored)
+        return full('cbt_off', 'Changed Block Tracking was off (on the VM, or for this disk), so changes since %s '
+                    'are unknown' % stored)
     stored_capacity = entry.get('capacity_bytes')
     if stored_capacity is not None and int(stored_capacity) != int(capacity_bytes):
         return full('capacity_changed', 'the disk capacity changed from %s to %s bytes since the last sync'
                     % (stored_capacity, capacity_bytes))
     if change_id:
         try:
-            current_uuid = parse_change_id(change_id)[0]
+            current_uuid, current_sequence = parse_change_id(change_id)
         except ValueError:
-            current_uuid = None
+            current_uuid = current_sequence = None
         if current_uuid != stored_uuid:
             return full('cbt_reset', 'CBT was reset: the stored changeId %s has CBT uuid %s, the disk now has %s'
                         % (stored, stored_uuid, current_uuid or change_id))
+        # the same tracking file counting backwards: the VM went back to a
+        # snapshot older than the last sync, and what changed since is unknown
+        if current_sequence < parse_change_id(stored)[1]:
+            return full('cbt_rewound', 'the disk\'s changeId %s is older than the last synced %s (the VM was '
+                        'reverted to an earlier snapshot)' % (change_id, stored))
     elif change_id_known:
         return full('no_change_id', 'the disk has no changeId in the snapshot (CBT is not active on it)')
     stored_target = entry.get('target')

@@ -99,8 +99,13 @@ def iter_snapshot_tree(snapshot_info):
 def find_snapshots(snapshot_info, name):
     """The SnapshotTree nodes named ``name``, oldest first."""
     found = [node for node in iter_snapshot_tree(snapshot_info) if node.name == name]
-    found.sort(key=lambda node: _timestamp(node.createTime))
+    found.sort(key=snapshot_created_at)
     return found
+
+
+def snapshot_created_at(node):
+    """A SnapshotTree node's creation time in seconds since the epoch (0 when unknown)."""
+    return _timestamp(node.createTime)
 
 
 def _timestamp(value):
@@ -182,6 +187,59 @@ def check_extents_dir(path, check_mode=False):
         raise ExtentsDirError('extents_dir %s is not writable: %s' % (path, exc.strerror or exc),
                               operation=operation)
     return path
+
+
+# The extraConfig prefix of each controller type: a disk's own CBT switch is
+# "<prefix><bus>:<unit>.ctkEnabled", next to the VM's "ctkEnabled" (VMware KB
+# 1031873, "Enabling Changed Block Tracking (CBT) on virtual machines").
+_CONTROLLER_PREFIXES = (
+    ('VirtualSCSIController', 'scsi'),
+    ('VirtualAHCIController', 'sata'),
+    ('VirtualSATAController', 'sata'),
+    ('VirtualNVMEController', 'nvme'),
+    ('VirtualIDEController', 'ide'),
+)
+
+
+def _controller_prefix(controller):
+    for class_name, prefix in _CONTROLLER_PREFIXES:
+        cls = getattr(vim.vm.device, class_name, None)
+        if cls is not None and isinstance(controller, cls):
+            return prefix
+    return None
+
+
+def extra_config_values(extra_config):
+    """``{key: value}`` of a VM's extraConfig; a key listed twice keeps its last value."""
+    values = {}
+    for option in extra_config or []:
+        key = getattr(option, 'key', None)
+        if key:
+            values[key] = getattr(option, 'value', None)
+    return values
+
+
+def ctk_option_keys(devices):
+    """``{disk key: "scsi0:1.ctkEnabled"}``: the extraConfig key of each disk's own CBT switch."""
+    controllers = dict((device.key, device) for device in devices or []
+                       if isinstance(device, vim.vm.device.VirtualController))
+    keys = {}
+    for device in devices or []:
+        if not isinstance(device, vim.vm.device.VirtualDisk):
+            continue
+        controller = controllers.get(device.controllerKey)
+        prefix = _controller_prefix(controller) if controller is not None else None
+        if prefix is None or device.unitNumber is None:
+            continue
+        keys[device.key] = '%s%d:%d.ctkEnabled' % (prefix, controller.busNumber, device.unitNumber)
+    return keys
+
+
+def ctk_disabled_disks(devices, extra_config):
+    """``{disk key: option key}`` of the disks whose ``ctkEnabled`` extraConfig says FALSE."""
+    values = extra_config_values(extra_config)
+    return dict((disk_key, option) for disk_key, option in ctk_option_keys(devices).items()
+                if str(values.get(option, '')).strip().lower() == 'false')
 
 
 def vm_facts(vm, props):

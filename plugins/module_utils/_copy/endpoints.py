@@ -59,9 +59,22 @@ def open_handle(uri, role, disk=None, block_status=False):
             handle.add_meta_context(BASE_ALLOCATION)
         handle.connect_uri(uri)
     except nbd.Error as exc:
-        raise ConnectError('cannot connect to the %s %s of %s: %s' % (role, uri, disk or 'the disk', exc.string),
-                           operation='connect to %s' % role, disk=disk)
+        message = 'cannot connect to the %s %s of %s: %s' % (role, uri, disk or 'the disk', exc.string)
+        raise ConnectError(message + _tls_hint(uri, exc.string), operation='connect to %s' % role, disk=disk)
     return handle
+
+
+def _tls_hint(uri, error):
+    """What to check when the failure is TLS: the server wants it, or the key or certificates do not match."""
+    text = (error or '').lower()
+    if 'requires tls' in text:
+        return ('; the server requires TLS: use an nbds:// (or nbds+unix://) URI with tls-psk-file=<file> and the '
+                'PSK user before the host (nbds://<user>@host/...), or tls-certificates=<directory>')
+    if uri.startswith('nbds') and ('tls' in text or 'gnutls' in text or 'handshake' in text):
+        return ('; the TLS handshake failed: check that the PSK file (tls-psk-file) holds the key the server has for '
+                'the user named before the host, or that tls-certificates names the client certificate directory '
+                'the server trusts')
+    return ''
 
 
 def close_handle(handle):

@@ -154,6 +154,11 @@ def validate(options):
                if not options[name]]
     if missing:
         raise NbdkitConfigError('transport vddk needs %s' % ', '.join(missing))
+    if options.proxy_host:
+        raise NbdkitConfigError('proxy_host: the vddk transport cannot go through an HTTP proxy (got %s:%s): VDDK '
+                                'connects to vCenter and the ESXi hosts directly; leave proxy_host out of this task '
+                                '(module_defaults may give it) or serve the disk with transport=file'
+                                % (options.proxy_host, options.proxy_port or 80))
     if options.readonly is False:
         raise NbdkitConfigError('readonly: the vddk transport always serves snapshot disks read-only (-r)')
     thumbprint = options.thumbprint.strip()

@@ -58,6 +58,11 @@ def main(argv=None):
     sp.add_argument("--vm", required=True)
     sp.add_argument("--disk-key", type=int, required=True)
 
+    sp = add("corrupt-cbt", "damage a disk's tracking file (QueryChangedDiskAreas faults until a CBT reset)")
+    sp.add_argument("--vm", required=True)
+    sp.add_argument("--disk-key", type=int, required=True)
+    sp.add_argument("--fault", choices=["FileFault", "InvalidArgument"], default="FileFault")
+
     sp = add("grow", "grow a disk")
     sp.add_argument("--vm", required=True)
     sp.add_argument("--disk-key", type=int, required=True)
@@ -145,6 +150,9 @@ def main(argv=None):
             return 0
         if args.cmd == "reset-cbt":
             _print(lab.reset_cbt(args.vm, args.disk_key))
+            return 0
+        if args.cmd == "corrupt-cbt":
+            _print(lab.corrupt_cbt(args.vm, args.disk_key, args.fault))
             return 0
         if args.cmd == "grow":
             _print(lab.grow(args.vm, args.disk_key, args.size, target=args.target))

@@ -623,6 +623,12 @@ class Lab:
         self.disk(vm, key)
         return self._call("/reset-cbt", {"vm": vm, "key": int(key)})
 
+    def corrupt_cbt(self, vm, key, fault="FileFault"):
+        """Damage the disk's tracking file: QueryChangedDiskAreas then answers ``fault`` (FileFault or
+        InvalidArgument on changeId) for every changeId but "*", until CBT is turned off and on again."""
+        self.disk(vm, key)
+        return self._call("/corrupt-cbt", {"vm": vm, "key": int(key), "fault": fault})
+
     def grow(self, vm, key, size, target=False):
         """Grow the disk (flat extent, descriptor and reported capacity; refused while it has snapshots, as in
         vSphere); target=True grows the target image too."""

@@ -47,6 +47,10 @@ type diskState struct {
 	cbtUUID   string // "" while CBT is off
 	seq       int64
 	journal   []journalEntry
+	// corrupt: the fault QueryChangedDiskAreas answers for any changeId but
+	// "*" while the tracking file is damaged (labctl corrupt-cbt); gone with
+	// the tracking file, when CBT is turned off and on again
+	corrupt *qcdaError
 }
 
 func (d *diskState) backingFile() string { return fmt.Sprintf("[%s] %s", d.datastore, d.relPath) }
@@ -345,6 +349,7 @@ func describeDisk(d *diskState) map[string]interface{} {
 		"seq":            d.seq,
 		"change_id":      d.changeID(),
 		"journal_len":    len(d.journal),
+		"corrupt":        d.corrupt != nil,
 	}
 }
 
@@ -379,6 +384,16 @@ func (l *lab) PutObject(obj mo.Reference) {
 	vi.eachLabDisk(devs, func(i int, disk *types.VirtualDisk, ds *diskState) {
 		if !snapshotFreezes(disk) {
 			return // independent: "not affected by snapshots" (odddisks.go)
+		}
+		// A disk's own switch takes effect at a stun, as the VM's does: off,
+		// its tracking file goes; back on, it starts a new one.
+		if vi.cbt {
+			off := ctkDisabled(snap.Config.ExtraConfig, devs, disk)
+			if off && ds.cbtUUID != "" {
+				ds.cbtUUID, ds.seq, ds.journal, ds.corrupt = "", 0, nil, nil
+			} else if !off && ds.cbtUUID == "" {
+				ds.cbtUUID, ds.seq, ds.journal, ds.corrupt = newCBTUUID(), 0, nil, nil
+			}
 		}
 		if vi.cbt && ds.cbtUUID != "" {
 			ds.seq++
@@ -492,6 +507,7 @@ func (l *lab) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
 			d.journal = nil
 			d.seq = 0
 			d.cbtUUID = ""
+			d.corrupt = nil
 			if enabled {
 				d.cbtUUID = newCBTUUID()
 			}
@@ -748,6 +764,36 @@ func (l *lab) resetCBT(vmName string, key int32) (map[string]interface{}, error)
 	return out, err
 }
 
+// corruptCBT damages a disk's tracking file: from now on QueryChangedDiskAreas
+// answers its fault for every changeId but "*". The VDDK programming guide
+// and the vSphere API reference name what vSphere answers then: a FileFault
+// (reasons such as cbt.noTrack, noEpoch, cannotGetChanges) or an
+// InvalidArgument on changeId; the remedy is a CBT reset (disable, stun,
+// enable: VMware KB 2139574), which gives the disk a new tracking file.
+func (l *lab) corruptCBT(vmName string, key int32, fault string) (map[string]interface{}, error) {
+	var out map[string]interface{}
+	err := l.withVM(vmName, func(vi *vmInfo, vm *simulator.VirtualMachine) error {
+		d := vi.diskByKey(key)
+		if d == nil {
+			return fmt.Errorf("VM %s has no disk with key %d", vmName, key)
+		}
+		if d.cbtUUID == "" {
+			return fmt.Errorf("change tracking is not active on disk %d of VM %s", key, vmName)
+		}
+		switch fault {
+		case "FileFault":
+			d.corrupt = &qcdaError{fault: "FileFault", msg: fmt.Sprintf("Error caused by file %s: cbt.noEpoch: the change tracking information is invalid", d.backingFile()), file: d.backingFile()}
+		case "InvalidArgument":
+			d.corrupt = &qcdaError{fault: "InvalidArgument", msg: "A specified parameter was not correct: changeId", prop: "changeId"}
+		default:
+			return fmt.Errorf("fault must be FileFault or InvalidArgument, got %q", fault)
+		}
+		out = describeDisk(d)
+		return nil
+	})
+	return out, err
+}
+
 func (l *lab) grow(vmName string, key int32, size int64) (map[string]interface{}, error) {
 	var out map[string]interface{}
 	err := l.withVM(vmName, func(vi *vmInfo, vm *simulator.VirtualMachine) error {
@@ -866,14 +912,24 @@ func (l *lab) changedAreas(vmRef types.ManagedObjectReference, snapRef *types.Ma
 		return exts, capacity, nil
 	}
 
+	if d.corrupt != nil {
+		e := *d.corrupt
+		l.mu.Unlock()
+		return nil, 0, &e
+	}
 	bad := &qcdaError{fault: "FileFault", msg: fmt.Sprintf("invalid changeId %q for disk %d of %s: change tracking was reset or the changeId is unknown", changeID, key, vi.name), file: d.backingFile()}
 	i := strings.LastIndex(changeID, "/")
-	if i <= 0 {
-		l.mu.Unlock()
-		return nil, 0, bad
+	since, err := int64(0), error(nil)
+	if i > 0 {
+		since, err = strconv.ParseInt(changeID[i+1:], 10, 64)
 	}
-	since, err := strconv.ParseInt(changeID[i+1:], 10, 64)
-	if err != nil || since < 0 || changeID[:i] != d.cbtUUID || uuidAt != d.cbtUUID || since > seqAt {
+	if i <= 0 || err != nil || since < 0 {
+		// not of the form "<uuid>/<sequence>": vSphere refuses the argument
+		// itself (InvalidArgument, invalidProperty changeId)
+		l.mu.Unlock()
+		return nil, 0, &qcdaError{fault: "InvalidArgument", msg: fmt.Sprintf("A specified parameter was not correct: changeId %q", changeID), prop: "changeId"}
+	}
+	if changeID[:i] != d.cbtUUID || uuidAt != d.cbtUUID || since > seqAt {
 		l.mu.Unlock()
 		return nil, 0, bad
 	}
@@ -910,4 +966,117 @@ func page(all []extent, capacity, startOffset int64, pageSize int) (int64, []ext
 		out = append(out, e)
 	}
 	return capacity - startOffset, out
+}
+
+// ctkDisabled: a disk's own CBT switch, "<controller><bus>:<unit>.ctkEnabled"
+// in extraConfig, next to the VM's "ctkEnabled" (VMware KB 1031873,
+// "Enabling Changed Block Tracking (CBT) on virtual machines"). The
+// simulator appends a reconfigured extraConfig key instead of replacing it,
+// so the last entry of a key is its value.
+func ctkDisabled(extra []types.BaseOptionValue, devs []types.BaseVirtualDevice, disk *types.VirtualDisk) bool {
+	key := ctkKey(devs, disk)
+	if key == "" {
+		return false
+	}
+	value := ""
+	for _, o := range extra {
+		ov := o.GetOptionValue()
+		if ov.Key == key {
+			value = fmt.Sprint(ov.Value)
+		}
+	}
+	return strings.EqualFold(strings.TrimSpace(value), "false")
+}
+
+func ctkKey(devs []types.BaseVirtualDevice, disk *types.VirtualDisk) string {
+	if disk.UnitNumber == nil {
+		return ""
+	}
+	for _, dev := range devs {
+		if dev.GetVirtualDevice().Key != disk.ControllerKey {
+			continue
+		}
+		prefix := ""
+		switch dev.(type) {
+		case types.BaseVirtualSCSIController:
+			prefix = "scsi"
+		case types.BaseVirtualSATAController:
+			prefix = "sata"
+		case *types.VirtualNVMEController:
+			prefix = "nvme"
+		case *types.VirtualIDEController:
+			prefix = "ide"
+		default:
+			return ""
+		}
+		ctl, ok := dev.(types.BaseVirtualController)
+		if !ok {
+			return ""
+		}
+		return fmt.Sprintf("%s%d:%d.ctkEnabled", prefix, ctl.GetVirtualController().BusNumber, *disk.UnitNumber)
+	}
+	return ""
+}
+
+// revertLocked puts every disk of the VM back to what snapshot ref froze (see
+// serveRevert): the links after the snapshot's go, a new delta of it becomes
+// the live top, and CBT counts from the snapshot's sequence again.
+func (l *lab) revertLocked(ref types.ManagedObjectReference, simVM *simulator.VirtualMachine) types.BaseMethodFault {
+	st := l.snaps[ref]
+	vi := l.vms[simVM.Self]
+	if st == nil || vi == nil {
+		return &types.NotFound{}
+	}
+	for _, d := range vi.disks {
+		sd := st.disks[d.key]
+		if sd == nil {
+			continue
+		}
+		i := d.indexOf(sd.rel)
+		if i < 0 {
+			return &types.NotSupported{}
+		}
+		for other, ost := range l.snaps {
+			if osd := ost.disks[d.key]; other != ref && ost.vm == vi.ref && osd != nil && d.indexOf(osd.rel) > i {
+				return &types.NotSupported{} // a later snapshot on the chain: the lab has no branches
+			}
+		}
+	}
+	for _, d := range vi.disks {
+		sd := st.disks[d.key]
+		if sd == nil {
+			continue
+		}
+		i := d.indexOf(sd.rel)
+		for _, ln := range d.chain[i+1:] {
+			if err := os.Remove(ln.abs); err != nil && !os.IsNotExist(err) {
+				log.Printf("revert: removing %s: %s", ln.abs, err)
+			}
+		}
+		d.chain = d.chain[:i+1]
+		dsDir := l.datastores[d.datastore]
+		childRel := nextDeltaName(dsDir, d.chain[0].rel)
+		child := link{rel: childRel, abs: filepath.Join(dsDir, childRel)}
+		if err := createDelta(d.chain[i].abs, child.abs); err != nil {
+			log.Printf("revert of %s: %s", vi.name, err)
+			return &types.FileFault{File: child.abs}
+		}
+		d.chain = append(d.chain, child)
+		d.relPath, d.image = child.rel, child.abs
+		if sd.cbtUUID != "" && sd.cbtUUID == d.cbtUUID {
+			d.seq = sd.seq
+			kept := d.journal[:0]
+			for _, j := range d.journal {
+				if j.epoch <= sd.seq {
+					kept = append(kept, j)
+				}
+			}
+			d.journal = kept
+		} else if vi.cbt && d.cbtUUID != "" {
+			// tracking restarted after the snapshot: nothing to go back to
+			d.cbtUUID, d.seq, d.journal = newCBTUUID(), 0, nil
+		}
+	}
+	l.applyLiveLocked(vi, &simVM.VirtualMachine)
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 //	POST /write     {"vm","key","writes":[{"offset","data"(base64)}]}
 //	POST /reset-cbt {"vm","key"}
 //	POST /grow      {"vm","key","size"}
+//	POST /corrupt-cbt {"vm","key","fault"}      fault: FileFault | InvalidArgument
 func (l *lab) startControl(addr string) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -46,6 +47,17 @@ func (l *lab) startControl(addr string) (string, error) {
 			return nil, err
 		}
 		return l.resetCBT(req.VM, req.Key)
+	}))
+	mux.HandleFunc("/corrupt-cbt", l.handle(func(r *http.Request) (interface{}, error) {
+		var req struct {
+			VM    string `json:"vm"`
+			Key   int32  `json:"key"`
+			Fault string `json:"fault"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			return nil, err
+		}
+		return l.corruptCBT(req.VM, req.Key, req.Fault)
 	}))
 	mux.HandleFunc("/grow", l.handle(func(r *http.Request) (interface{}, error) {
 		var req struct {

@@ -21,7 +21,7 @@ from ansible_collections.migratekit.migration.tests.integration.helpers import (
 ROLES = os.path.join(REPO_ROOT, 'roles')
 PUBLIC = ('full_sync', 'incremental_sync', 'cutover')
 CUTOVER_ONLY = {'migratekit_cutover_shutdown_timeout', 'migratekit_cutover_force', 'migratekit_cutover_mode'}
-FACTS = {'migratekit_sync_result', 'migratekit_cutover_result'}
+FACTS = {'migratekit_sync_result', 'migratekit_cutover_result', 'migratekit_preflight_result'}
 SECRETS = {'migratekit_vcenter_password', 'migratekit_vma_token'}
 TASK_KEYWORDS = {
     'name', 'when', 'loop', 'loop_control', 'register', 'delegate_to', 'changed_when', 'failed_when',
@@ -126,7 +126,8 @@ def test_playbooks_syntax():
         path = os.path.join(REPO_ROOT, 'playbooks', name)
         if not os.path.exists(path):
             pytest.fail('missing playbook %s' % name)
-        proc = run_playbook(['--syntax-check', '-i', 'localhost,', path])
+        # the playbooks' group is not in this inventory: a warning (ansible-test units makes it an error)
+        proc = run_playbook(['--syntax-check', '-i', 'localhost,', path], env={'ANSIBLE_HOST_PATTERN_MISMATCH': 'warning'})
         assert proc.returncode == 0, proc.stdout
 
 

@@ -47,3 +47,10 @@ def test_options_are_read_only_and_replace_makes_a_copy():
 
 def test_repr_never_shows_a_secret():
     assert 't0p' not in repr(MORE.options(token='t0p')) and '<hidden>' in repr(MORE.options(token='t0p'))
+
+
+def test_an_alias_counts_as_its_option():
+    spec = ArgumentSpec(dict(username=dict(type='str', aliases=['user', 'admin'])))
+    # AnsibleModule's params hold the alias and the option
+    assert spec.options({'user': 'u', 'username': 'u'}).username == 'u'
+    assert spec.options(admin='a').username == 'a'

@@ -35,8 +35,9 @@ class FakeTask(object):
 
 
 class FakeSnapshot(object):
-    def __init__(self, world, moid, name, devices, created):
+    def __init__(self, world, moid, name, devices, created, description=''):
         self.world = world
+        self.description = description
         self._moId = moid
         self.name = name
         self.devices = devices
@@ -75,6 +76,8 @@ class FakeVM(object):
         self.fail_create = False
         self.fail_remove = False
         self.fail_query = None
+        self.fail_query_incremental = None
+        self.extra_config = []
         self.next_snap = 1
 
     @property
@@ -90,15 +93,22 @@ class FakeVM(object):
         tree = None
         if self.snapshots:
             tree = SimpleNamespace(rootSnapshotList=[
-                SimpleNamespace(name=s.name, snapshot=s, createTime=s.created, childSnapshotList=[])
+                SimpleNamespace(name=s.name, snapshot=s, createTime=s.created, description=s.description,
+                                childSnapshotList=[])
                 for s in self.snapshots])
         return {'name': 'VM0', 'config.uuid': VM_UUID, 'config.instanceUuid': 'inst-1',
                 'config.version': self.version, 'config.changeTrackingEnabled': self.cbt_enabled,
-                'config.hardware.device': self.devices(), 'snapshot': tree,
+                'config.hardware.device': self.devices(), 'snapshot': tree, 'config.extraConfig': self.extra_config,
                 'runtime.powerState': 'poweredOn'}
 
     def ReconfigVM_Task(self, spec):
+        if spec.extraConfig:
+            self.calls.append(('ReconfigExtra', ['%s=%s' % (o.key, o.value) for o in spec.extraConfig]))
+            self.extra_config = list(self.extra_config) + list(spec.extraConfig)
+            return FakeTask()
         self.calls.append(('ReconfigVM', spec.changeTrackingEnabled))
+        if spec.changeTrackingEnabled is not None and spec.changeTrackingEnabled != self.cbt_enabled:
+            self.cbt_uuid = UUID_B if self.cbt_uuid == UUID_A else UUID_A
         self.cbt_enabled = spec.changeTrackingEnabled
         return FakeTask()
 
@@ -108,7 +118,7 @@ class FakeVM(object):
             return FakeTask(error=vim.fault.FileFault(msg='datastore full', file='[LocalDS_0] VM0'))
         self.seq += 1
         snap = FakeSnapshot(self, 'snapshot-%d' % self.next_snap, name, self.devices(),
-                            datetime.datetime(2026, 1, 1, tzinfo=UTC))
+                            datetime.datetime(2026, 1, 1, tzinfo=UTC), description)
         self.next_snap += 1
         self.snapshots.append(snap)
         return FakeTask(result=snap)
@@ -117,6 +127,8 @@ class FakeVM(object):
         self.calls.append(('Query', deviceKey, startOffset, changeId))
         if self.fail_query is not None:
             raise self.fail_query  # pylint: disable=raising-bad-type
+        if changeId != '*' and self.fail_query_incremental is not None:
+            raise self.fail_query_incremental  # pylint: disable=raising-bad-type
         if changeId == '*':
             if self.refuse_star:
                 raise vim.fault.FileFault(msg='cannot compute allocated areas', file='disk')
@@ -413,11 +425,111 @@ def test_absent_in_check_mode_keeps_the_snapshot(fake, tmp_path):
     assert result['changed'] is True and len(fake.snapshots) == 1
 
 
-def test_reused_snapshot_from_before_cbt_is_refused_with_a_hint(fake, tmp_path):
-    fake.cbt_enabled = False
-    fake.CreateSnapshot_Task('migratekit', '', False, False)   # someone's snapshot, taken while CBT was off
+def test_a_users_snapshot_named_like_ours_is_left_alone_and_the_cycle_takes_its_own(fake, tmp_path):
+    fake.CreateSnapshot_Task('migratekit', 'before the upgrade', False, False)   # a user's, same name
+    users = fake.snapshots[0]
+    fake.calls = []
+    result = cycle(fake, tmp_path).present()
+    assert result['snapshot']['reused'] is False and result['snapshot']['moid'] != users._moId
+    assert any("is a user's snapshot and is never reused or removed" in w and users._moId in w
+               for w in result['warnings'])
+    cycle(fake, tmp_path).absent()
+    assert fake.snapshots == [users]   # ours went, the user's stayed
+    assert sync_state.recorded_snapshots(sync_state.load(str(tmp_path / 'state.json'))) == {}
+
+
+def test_our_snapshot_is_recognised_by_its_record_not_its_name(fake, tmp_path):
+    first = cycle(fake, tmp_path).present()
+    recorded = sync_state.recorded_snapshots(sync_state.load(str(tmp_path / 'state.json')))
+    assert [entry['moid'] for entry in recorded.values()] == [first['snapshot']['moid']]
+    ours = fake.snapshots[0]
+    assert '[migratekit.migration snapshot kind=migration vm=inst-1 token=%s]' % list(recorded)[0] \
+        in ours.description
+    # the same snapshot with its record gone (state file replaced): marked, but not ours to reuse or remove
+    os.unlink(str(tmp_path / 'state.json'))
+    second = cycle(fake, tmp_path).present()
+    assert second['snapshot']['moid'] != ours._moId
+    assert any('does not record' in w and ours._moId in w for w in second['warnings'])
+    cycle(fake, tmp_path).absent()
+    assert fake.snapshots == [ours]
+
+
+def test_a_crash_between_create_and_record_leaves_a_snapshot_still_recognised_by_its_token(fake, tmp_path):
+    first = cycle(fake, tmp_path).present()
+    state_path = str(tmp_path / 'state.json')
+    state = sync_state.load(state_path)
+    for entry in state['snapshots'].values():
+        del entry['moid']    # as if killed before the moref was written
+    sync_state.write_atomic(state_path, state)
+    again = cycle(fake, tmp_path).present()
+    assert again['snapshot']['reused'] is True and again['snapshot']['moid'] == first['snapshot']['moid']
+
+
+def test_a_stun_snapshot_left_by_a_crash_is_removed_by_the_next_cycle(fake, tmp_path):
+    from ansible_collections.migratekit.migration.plugins.module_utils._cbt import snapshots
+    fake.CreateSnapshot_Task(cbt.STUN_SNAPSHOT_NAME, snapshots.describe('x', snapshots.KIND_STUN, 'inst-1', 'ab' * 8),
+                             False, False)
+    fake.CreateSnapshot_Task(cbt.STUN_SNAPSHOT_NAME, 'a user called a snapshot like our stun one', False, False)
+    users = fake.snapshots[1]
+    result = cycle(fake, tmp_path).present()
+    assert any('stun snapshots left over' in w for w in result['warnings'])
+    assert [s.name for s in fake.snapshots] == [cbt.STUN_SNAPSHOT_NAME, 'migratekit'] and users in fake.snapshots
+
+
+def test_reused_snapshot_without_change_id_is_refused_with_a_hint(fake, tmp_path):
+    cycle(fake, tmp_path).present()
+    for snap in fake.snapshots:
+        snap.devices = fake.devices(with_change_id=False)   # ours, but its disks carry no changeId
     fake.calls = []
     with pytest.raises(cbt.CbtUnsupportedError) as info:
         cycle(fake, tmp_path).present()
     assert 'taken while CBT was off' in str(info.value) and 'state=absent' in str(info.value)
-    assert len(fake.snapshots) == 1   # not ours to remove: it existed before the task
+    assert len(fake.snapshots) == 1   # reused, not created by this run: kept
+
+
+def test_a_disk_with_its_own_ctk_switch_off_is_turned_on_with_a_stun_cycle(fake, tmp_path):
+    fake.extra_devices = [vim.vm.device.ParaVirtualSCSIController(key=1000, busNumber=0)]
+    first = cycle(fake, tmp_path).present()
+    commit_all(first, tmp_path)
+    cycle(fake, tmp_path).absent()
+    fake.extra_config = [vim.option.OptionValue(key='scsi0:0.ctkEnabled', value='FALSE')]
+    fake.calls = []
+    result = cycle(fake, tmp_path).present()
+    assert ('ReconfigExtra', ['scsi0:0.ctkEnabled=TRUE']) in fake.calls
+    assert [c[1] for c in fake.calls if c[0] == 'CreateSnapshot'] == [cbt.STUN_SNAPSHOT_NAME, 'migratekit']
+    assert result['disks'][0]['sync_type'] == 'full' and result['disks'][0]['reason_code'] == 'cbt_off'
+    assert any('scsi0:0.ctkEnabled = FALSE' in w and 'turned on' in w for w in result['warnings'])
+
+
+def test_a_disk_with_its_ctk_switch_off_and_enable_cbt_false_fails_before_any_change(fake, tmp_path):
+    fake.extra_config = [vim.option.OptionValue(key='scsi0:0.ctkEnabled', value='FALSE')]
+    fake.extra_devices = [vim.vm.device.ParaVirtualSCSIController(key=1000, busNumber=0)]
+    with pytest.raises(cbt.CbtUnsupportedError, match=r'off for disk 2000 \(scsi0:0.ctkEnabled = FALSE\)'):
+        cycle(fake, tmp_path, enable_cbt=False).present()
+    assert fake.calls == []
+
+
+def test_reset_cbt_disables_stuns_enables_and_copies_in_full(fake, tmp_path):
+    first = cycle(fake, tmp_path).present()
+    commit_all(first, tmp_path)
+    fake.calls = []
+    result = cycle(fake, tmp_path, reset_cbt=True).present()   # our leftover snapshot is replaced too
+    steps = [c[:2] for c in fake.calls if c[0] in ('ReconfigVM', 'CreateSnapshot', 'RemoveSnapshot')]
+    assert steps == [('RemoveSnapshot', 'migratekit'), ('ReconfigVM', False), ('CreateSnapshot', cbt.STUN_SNAPSHOT_NAME),
+                     ('RemoveSnapshot', cbt.STUN_SNAPSHOT_NAME), ('ReconfigVM', True),
+                     ('CreateSnapshot', cbt.STUN_SNAPSHOT_NAME), ('RemoveSnapshot', cbt.STUN_SNAPSHOT_NAME),
+                     ('CreateSnapshot', 'migratekit')]
+    assert result['disks'][0]['sync_type'] == 'full' and result['disks'][0]['reason_code'] == 'cbt_reset_requested'
+    with pytest.raises(cbt.IncrementalNotPossibleError, match='reset_cbt'):
+        cycle(fake, tmp_path, reset_cbt=True, mode='incremental').present()
+
+
+def test_invalid_argument_on_change_id_means_a_full_copy(fake, tmp_path):
+    first = cycle(fake, tmp_path).present()
+    commit_all(first, tmp_path)
+    cycle(fake, tmp_path).absent()
+    fake.fail_query_incremental = vmodl.fault.InvalidArgument(invalidProperty='changeId')
+    result = cycle(fake, tmp_path).present()
+    disk = result['disks'][0]
+    assert disk['sync_type'] == 'full' and disk['reason_code'] == 'change_id_rejected'
+    assert 'InvalidArgument' in disk['reason']

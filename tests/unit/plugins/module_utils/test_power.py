@@ -141,3 +141,33 @@ def test_module_finds_the_vm_keeps_a_given_connection_open_and_times_the_task(fa
     result = power.vm_power_module(power.VM_POWER_SPEC.options(params), check_mode=True, conn=object(), clock=clock)
     assert selectors == [dict(name='VM0', path=None, uuid=None, moid=None, datacenter='DC0')]
     assert result['method'] == 'guest_shutdown' and result['elapsed'] == 1.25
+
+
+@pytest.mark.parametrize('state, before, method', [
+    ('powered-off', 'poweredOn', 'power_off'),        # community.vmware: a hard power off, at once
+    ('shutdown-guest', 'poweredOn', 'guest_shutdown'),
+    ('powered-on', 'poweredOff', 'power_on'),
+])
+def test_community_vmware_power_states(fake, monkeypatch, state, before, method):
+    vm = PowerOnVM(before)
+    monkeypatch.setattr(vsphere, 'find_vm', lambda conn, **selector: vm)
+    params = dict(hostname='vc', username='u', password='p', name='VM0', state=state)
+    result = power.vm_power_module(power.VM_POWER_SPEC.options(params), check_mode=True, conn=object())
+    assert result['method'] == method and vm.calls == []
+
+
+@pytest.mark.parametrize('folder, datacenter, path', [
+    ('/DC0/vm/prod', None, '/DC0/vm/prod/VM0'),
+    ('/DC0/vm/prod/', 'DC0', '/DC0/vm/prod/VM0'),
+    ('vm/prod', 'DC0', '/DC0/vm/prod/VM0'),     # relative to the datacenter, as community.vmware takes it
+])
+def test_folder_and_name_are_a_path(fake, monkeypatch, folder, datacenter, path):
+    vm, selectors = PowerOnVM('poweredOff'), []
+
+    def find_vm(conn, **selector):
+        selectors.append(selector)
+        return vm
+    monkeypatch.setattr(vsphere, 'find_vm', find_vm)
+    params = dict(hostname='vc', username='u', password='p', name='VM0', folder=folder, datacenter=datacenter)
+    power.vm_power_module(power.VM_POWER_SPEC.options(params), check_mode=True, conn=object())
+    assert selectors == [dict(path=path, datacenter=datacenter)]

@@ -27,19 +27,33 @@ def test_argument_spec_env_fallbacks_and_no_log(monkeypatch):
     monkeypatch.setenv('VMWARE_PASSWORD', SECRET)
     monkeypatch.setenv('VMWARE_PORT', '8989')
     monkeypatch.setenv('VMWARE_VALIDATE_CERTS', 'no')
+    monkeypatch.setenv('VMWARE_PROXY_HOST', 'proxy.example.com')
+    monkeypatch.setenv('VMWARE_PROXY_PORT', '3128')
     result = ArgumentSpecValidator(vsphere.CONNECTION_SPEC.argument_spec).validate({})
     assert result.error_messages == []
     assert result.validated_parameters == {'hostname': 'vc.example.com', 'username': 'admin', 'password': SECRET,
                                            'port': 8989, 'validate_certs': False, 'request_timeout': 300,
-                                           'connection_retries': 3}
+                                           'connection_retries': 3,
+                                           'proxy_host': 'proxy.example.com', 'proxy_port': 3128}
     assert SECRET in result._no_log_values
 
 
 def test_argument_spec_defaults(monkeypatch):
-    for name in ('VMWARE_HOST', 'VMWARE_USER', 'VMWARE_PASSWORD', 'VMWARE_PORT', 'VMWARE_VALIDATE_CERTS'):
+    for name in ('VMWARE_HOST', 'VMWARE_USER', 'VMWARE_PASSWORD', 'VMWARE_PORT', 'VMWARE_VALIDATE_CERTS',
+                 'VMWARE_PROXY_HOST', 'VMWARE_PROXY_PORT'):
         monkeypatch.delenv(name, raising=False)
     params = ArgumentSpecValidator(vsphere.CONNECTION_SPEC.argument_spec).validate({}).validated_parameters
     assert params['port'] == 443 and params['validate_certs'] is True
+    assert params['proxy_host'] is None and params['proxy_port'] is None
+
+
+@pytest.mark.parametrize('user, password', [('user', 'pass'), ('admin', 'pwd')])
+def test_community_vmware_aliases(user, password):
+    result = ArgumentSpecValidator(vsphere.CONNECTION_SPEC.argument_spec).validate(
+        {'hostname': 'vc', user: 'admin', password: SECRET})
+    assert result.error_messages == []
+    options = vsphere.CONNECTION_SPEC.options(result.validated_parameters)
+    assert (options.username, options.password) == ('admin', SECRET)
 
 
 # --------------------------------------------------------------------------
@@ -95,14 +109,29 @@ def test_connect_passes_a_verifying_context_and_counts_soap_calls(monkeypatch):
         return FakeSI()
 
     monkeypatch.setattr(vsphere, 'SmartConnect', smart_connect)
+    monkeypatch.setattr(vsphere, '_proxy_is_broken', lambda: False)
     conn = vsphere.connect('127.0.0.1', 'admin', SECRET, port=8989, validate_certs=True)
     assert seen['sslContext'].verify_mode == ssl.CERT_REQUIRED and seen['disableSslCertValidation'] is False
     assert seen['port'] == 8989 and seen['host'] == '127.0.0.1'
     assert conn.soap_calls == 1
     conn.si._stub.send('<x/>')
     assert conn.soap_calls == 2
+    assert seen['httpProxyHost'] is None
     conn = vsphere.connect('vc', 'admin', SECRET, validate_certs=False)
     assert seen['sslContext'].verify_mode == ssl.CERT_NONE and seen['disableSslCertValidation'] is True
+    vsphere.connect_with(vsphere.CONNECTION_SPEC.options(hostname='vc', username='admin', password=SECRET,
+                                                         proxy_host='proxy.example.com'))
+    assert (seen['httpProxyHost'], seen['httpProxyPort']) == ('proxy.example.com', 80)
+    vsphere.connect('vc', 'admin', SECRET, proxy_host='proxy.example.com', proxy_port=3128)
+    assert (seen['httpProxyHost'], seen['httpProxyPort']) == ('proxy.example.com', 3128)
+
+
+def test_a_proxy_with_a_pyvmomi_that_cannot_use_one_fails_before_connecting(monkeypatch):
+    monkeypatch.setattr(vsphere, 'SmartConnect', lambda **kwargs: pytest.fail('connected'))
+    monkeypatch.setattr(vsphere, '_proxy_is_broken', lambda: True)
+    with pytest.raises(vsphere.InvalidParameterError, match='proxy_host: pyVmomi .* cannot connect through an HTTP '
+                                                            'proxy \\(pyvmomi issue 1090'):
+        vsphere.connect('vc', 'admin', SECRET, proxy_host='proxy.example.com')
 
 
 @pytest.mark.parametrize('raised, error_class, text', [

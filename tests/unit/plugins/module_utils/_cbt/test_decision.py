@@ -127,3 +127,20 @@ def test_changed_extents_merges_adjacent_and_clips_to_capacity():
     extents, pages = cbt.changed_extents(paged_query(areas, page_areas=2), CAP, '*')
     assert extents == [(0, 131072), (CAP - 65536, 65536)]
     assert pages == 2
+
+
+def test_a_change_id_older_than_the_synced_one_of_the_same_tracking_file_means_a_full_copy():
+    # the VM went back to a snapshot taken before the last sync: its CBT sequence counts from there again
+    state = {'vm_uuid': 'u', 'disks': {'2000': {'change_id': '52 aa/7', 'capacity_bytes': 10}}}
+    decision = cbt.decide_sync('auto', 2000, 10, '52 aa/4', vm_uuid='u', state=state)
+    assert decision.sync_type == 'full' and decision.reason_code == 'cbt_rewound'
+    assert '52 aa/4' in decision.reason and '52 aa/7' in decision.reason and 'reverted' in decision.reason
+    assert cbt.decide_sync('auto', 2000, 10, '52 aa/7', vm_uuid='u', state=state).sync_type == 'incremental'
+
+
+def test_a_requested_reset_means_a_full_copy_and_refuses_mode_incremental():
+    state = {'vm_uuid': 'u', 'disks': {'2000': {'change_id': '52 aa/7', 'capacity_bytes': 10}}}
+    decision = cbt.decide_sync('auto', 2000, 10, '52 aa/8', vm_uuid='u', state=state, reset_requested=True)
+    assert decision.reason_code == 'cbt_reset_requested'
+    with pytest.raises(cbt.IncrementalNotPossibleError, match='reset_cbt'):
+        cbt.decide_sync('incremental', 2000, 10, '52 aa/8', vm_uuid='u', state=state, reset_requested=True)

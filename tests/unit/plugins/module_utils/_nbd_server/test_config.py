@@ -59,6 +59,8 @@ def test_vddk_moref_forms_and_transports():
     (dict(compression='lzma'), 'compression'),
     (dict(socket='relative.sock'), 'socket'),
     (dict(socket='/' + 'x' * 120), 'socket'),
+    (dict(proxy_host='proxy.example.com', proxy_port=3128),
+     'proxy_host: the vddk transport cannot go through an HTTP proxy (got proxy.example.com:3128)'),
 ])
 def test_vddk_bad_input_names_the_parameter(over, needle):
     with pytest.raises(nbdkit.NbdkitConfigError) as info:
