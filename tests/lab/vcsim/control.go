@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"sort"
 )
 
 // The control API (loopback HTTP, bearer token) used by labctl:
@@ -115,8 +116,11 @@ func (l *lab) describeSnapshots() []map[string]interface{} {
 				"capacity_bytes": sd.capacity, "change_id": cid, "chain": chain,
 			})
 		}
+		// st.disks and l.snaps are maps: a stable order (disk keys, snapshot morefs) for callers that compare
+		sort.Slice(disks, func(i, j int) bool { return disks[i]["key"].(int32) < disks[j]["key"].(int32) })
 		out = append(out, map[string]interface{}{"moid": ref.Value, "vm": st.vm.Value, "disks": disks})
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i]["moid"].(string) < out[j]["moid"].(string) })
 	return out
 }
 
