@@ -12,7 +12,11 @@ __metaclass__ = type
 import json
 import os
 import shutil
+import subprocess
+import tempfile
 import time
+
+from html import parser as html_parser
 
 import pytest
 
@@ -214,3 +218,165 @@ def test_a_rehearsal_cutover_is_predicted_from_the_measured_cycles(planning):
     # the prediction counts a whole cycle's overhead (lock to cleanup), the downtime ends at the last commit
     assert measured <= predicted <= measured + 30
 
+
+# ---------------------------------------------------------------- the fleet report
+
+BUDGET = 30
+
+
+@pytest.fixture(scope='module')
+def report(planning):
+    """The report playbook over the lab (VM0 cut over with every part measured, VM1 still on the defaults)."""
+    out = os.path.join(planning.base, 'report')
+    proc = planning.playbook('report.yml', extra={'migratekit_report_dir': out,
+                                                  'migratekit_cutover_max_downtime': BUDGET})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    with open(os.path.join(out, 'report.json')) as handle:
+        data = json.load(handle)
+    return out, data, proc
+
+
+def test_report_json_has_each_vm_and_the_fleet_totals(planning, report):
+    out, data, proc = report
+    assert sorted(vm['name'] for vm in data['vms']) == VMS
+    by_name = dict((vm['name'], vm) for vm in data['vms'])
+    for vm in VMS:
+        entry = by_name[vm]
+        lab_vm = planning.lab.vm(vm)
+        assert entry['uuid'] == lab_vm['uuid']
+        assert entry['cycles'] == planning.history(vm)
+        assert entry['change_rate_bps'] > 0 and entry['last_throughput_bps'] > 0
+        assert entry['predicted_cutover_seconds'] > 0
+    assert by_name['VM0']['ready'] is True and by_name['VM1']['ready'] is False  # 60 s default shutdown > 30 s
+    totals = data['totals']
+    assert (totals['vms'], totals['ready'], totals['not_ready'], totals['unknown']) == (2, 1, 1, 0)
+    assert totals['cycles'] == sum(len(planning.history(vm)) for vm in VMS)
+    assert totals['change_rate_bps'] == pytest.approx(sum(by_name[vm]['change_rate_bps'] for vm in VMS))
+    assert data['budget_seconds'] == BUDGET
+    assert '2 VM(s), 1 ready within the budget of 30.0 s, 1 over it' in proc.stdout
+    # self-contained: no reference to anything outside the file
+    with open(os.path.join(out, 'report.html')) as handle:
+        page = handle.read()
+    assert 'src=' not in page and 'href=' not in page and '@import' not in page and 'url(' not in page
+
+
+def test_report_check_mode_writes_nothing(planning, tmp_path):
+    out = str(tmp_path / 'checked')
+    proc = run_playbook(['-i', planning.lab.inventory, '--check', '-e', json.dumps({
+        'migratekit_state_dir': planning.state_dir, 'migratekit_report_dir': out}),
+        os.path.join(PLAYBOOKS, 'report.yml')], timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert not os.path.exists(out)
+
+
+class Dom(html_parser.HTMLParser):
+    """The elements of a dumped DOM: (tag, attributes, text) in document order."""
+
+    def __init__(self):
+        html_parser.HTMLParser.__init__(self)
+        self.elements = []
+        self.open = []
+
+    def handle_starttag(self, tag, attrs):
+        element = [tag, dict(attrs), '']
+        self.elements.append(element)
+        if tag not in ('line', 'circle', 'rect', 'polyline', 'meta', 'br', 'img', 'input'):
+            self.open.append(element)
+
+    def handle_endtag(self, tag):
+        while self.open:
+            if self.open.pop()[0] == tag:
+                break
+
+    def handle_data(self, data):
+        if self.open:
+            self.open[-1][2] += data
+
+    def find(self, tag, cls=None, **attrs):
+        return [(t, a, x) for t, a, x in self.elements if t == tag
+                and (cls is None or cls in a.get('class', '').split())
+                and all(a.get(k.replace('_', '-')) == v for k, v in attrs.items())]
+
+
+def render(page):
+    """The page's DOM after its script ran, from headless Chromium (Debian's chromium)."""
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    if chromium is None:
+        pytest.fail('chromium is not installed (scripts/setup-test.sh installs it)')
+    profile = tempfile.mkdtemp(prefix='chromium-')
+    try:
+        proc = subprocess.run([chromium, '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+                               '--user-data-dir=' + profile, '--virtual-time-budget=5000', '--dump-dom',
+                               'file://' + page], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120,
+                              universal_newlines=True, check=False)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = Dom()
+    dom.feed(proc.stdout)
+    return dom
+
+
+def test_report_page_draws_the_data_in_a_browser(report):
+    out, data, _proc = report
+    dom = render(os.path.join(out, 'report.html'))
+    assert dom.find('body')[0][1].get('data-rendered') == 'true'
+    by_name = dict((vm['name'], vm) for vm in data['vms'])
+
+    # the table, sorted by readiness: the ready VM first
+    rows = [a['data-vm'] for _t, a, _x in dom.find('tr') if 'data-vm' in a]
+    assert rows == ['VM0', 'VM1']
+
+    # the fleet chart: one bar per VM, as long as its prediction, and the budget line
+    bars = dict((a['data-vm'], a) for _t, a, _x in dom.find('rect', 'predicted'))
+    assert sorted(bars) == VMS
+    for vm in VMS:
+        assert float(bars[vm]['data-value']) == pytest.approx(by_name[vm]['predicted_cutover_seconds'])
+        assert bars[vm]['data-ready'] == str(by_name[vm]['ready']).lower()
+    ratio = float(bars['VM1']['width']) / float(bars['VM0']['width'])
+    assert ratio == pytest.approx(by_name['VM1']['predicted_cutover_seconds']
+                                  / by_name['VM0']['predicted_cutover_seconds'], rel=0.02)
+    budget_lines = dom.find('line', 'budget')
+    assert budget_lines and all(float(a['data-value']) == BUDGET for _t, a, _x in budget_lines)
+
+    for vm in VMS:
+        entry = by_name[vm]
+        # change rate over time: one point per incremental cycle, at its rate, higher rates drawn higher
+        charts = dom.find('svg', 'rate', data_vm=vm)
+        assert len(charts) == 1
+        wanted = [p['change_rate_bps'] for p in entry['series'][str(KEY)] if p['change_rate_bps'] is not None]
+        section = [e for e in dom.elements]
+        start = section.index(list(charts[0]))
+        points = []
+        for tag, attrs, _text in section[start + 1:]:
+            if tag == 'svg':
+                break
+            if tag == 'circle' and 'rate-point' in attrs.get('class', ''):
+                points.append((float(attrs['data-value']), float(attrs['cy'])))
+        assert [v for v, _cy in points] == pytest.approx(wanted)
+        by_value = sorted(points)
+        assert [cy for _v, cy in by_value] == sorted((cy for _v, cy in by_value), reverse=True)
+        # sync durations: one bar per cycle, heights in proportion to the durations
+        start = section.index(list(dom.find('svg', 'durations', data_vm=vm)[0]))
+        bars = []
+        for tag, attrs, _text in section[start + 1:]:
+            if tag == 'svg':
+                break
+            if tag == 'rect' and 'duration-bar' in attrs.get('class', ''):
+                bars.append((float(attrs['data-value']), float(attrs['height']), attrs['data-cycle']))
+        assert [(v, c) for v, _h, c in bars] == [(c['duration'], c['cycle']) for c in entry['cycles']]
+        longest = max(bars)
+        for value, height, _cycle in bars:
+            assert height == pytest.approx(longest[1] * value / longest[0], abs=0.5)
+        # the prediction's parts against the budget
+        start = section.index(list(dom.find('svg', 'prediction', data_vm=vm)[0]))
+        parts = {}
+        for tag, attrs, _text in section[start + 1:]:
+            if tag == 'svg':
+                break
+            if tag == 'rect' and 'part' in attrs.get('class', ''):
+                parts[attrs['class'].split()[1]] = float(attrs['data-value'])
+        prediction = entry['prediction']
+        assert parts == {'shutdown': pytest.approx(prediction['shutdown_seconds']),
+                         'overhead': pytest.approx(prediction['overhead_seconds']),
+                         'final-delta': pytest.approx(prediction['final_delta_seconds'])}
