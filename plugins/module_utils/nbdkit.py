@@ -67,8 +67,9 @@ LIBRARIES = ()
 
 # The options of the nbd_disk_server module.
 # Declared only so that the vmware action group's module_defaults apply: VDDK checks the vCenter
-# certificate against the thumbprint whatever validate_certs says.
-MODULE_DEFAULTS_ONLY = ('validate_certs',)
+# certificate against the thumbprint whatever validate_certs says, and makes its own connections
+# (no pyVmomi request to time out or retry).
+MODULE_DEFAULTS_ONLY = ('validate_certs', 'request_timeout', 'connection_retries')
 
 SERVER_SPEC = ArgumentSpec(dict(
     state=dict(type='str', choices=['started', 'stopped'], default='started'),
@@ -93,6 +94,8 @@ SERVER_SPEC = ArgumentSpec(dict(
     username=dict(type='str', aliases=['user', 'admin']),
     password=dict(type='str', no_log=True, aliases=['pass', 'pwd']),
     validate_certs=dict(type='bool', default=True),
+    request_timeout=dict(type='int'),
+    connection_retries=dict(type='int'),
     proxy_host=dict(type='str'),
     proxy_port=dict(type='int'),
     thumbprint=dict(type='str'),

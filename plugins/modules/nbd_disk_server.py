@@ -154,6 +154,15 @@ options:
         certificate against O(thumbprint), whatever this says.
     type: bool
     default: true
+  request_timeout:
+    description:
+      - Accepted so that the C(vmware) action group's C(module_defaults) apply; not used. VDDK makes its own
+        connections to vCenter and the hosts; no pyVmomi request is sent here.
+    type: int
+  connection_retries:
+    description:
+      - Accepted so that the C(vmware) action group's C(module_defaults) apply; not used (see O(request_timeout)).
+    type: int
   proxy_host:
     description:
       - Accepted so that the C(vmware) action group's C(module_defaults) apply; not used. VDDK has no HTTP proxy
