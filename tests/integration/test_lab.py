@@ -110,7 +110,7 @@ def fresh(lab_factory):
 def test_lab_json_follows_the_contract(lab):
     info = lab.info
     assert info['dir'] == lab.dir
-    assert set(info['vcenter']) == {'hostname', 'port', 'username', 'password', 'validate_certs'}
+    assert set(info['vcenter']) == {'hostname', 'port', 'username', 'password', 'validate_certs', 'ca_file'}
     assert info['vcenter']['hostname'] == '127.0.0.1' and info['vcenter']['username'] == 'migratekit-lab'
     assert info['vcenter']['validate_certs'] is False
     assert info['vma_url'].startswith('http://127.0.0.1:')
