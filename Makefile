@@ -1,11 +1,15 @@
 # Two commands on a fresh Debian 12 machine (as root): `make demo` and `make test`.
 # Both run `make setup` first, which is idempotent.
-.PHONY: setup test sanity units integration demo bench lab-build changelog build clean role-specs
+.PHONY: setup test-setup test sanity units integration demo bench lab-build changelog build clean role-specs
 
 setup:
 	scripts/setup.sh
 
-test: setup
+# Test-only packages (headless Chromium for the report's browser test): not needed by `make demo`.
+test-setup: setup
+	scripts/setup-test.sh
+
+test: setup test-setup
 	scripts/test.sh
 
 sanity: setup

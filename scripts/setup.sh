@@ -13,17 +13,7 @@ apt_packages=(
   golang-go golang-github-vmware-govmomi-dev
   python3-venv shellcheck git
 )
-missing=()
-for pkg in "${apt_packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$pkg")
-  fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+scripts/apt-install.sh setup "${apt_packages[@]}"
 
 # The virtualenv: Debian's python with system site packages, so that `import nbd`
 # (python3-libnbd, not on PyPI) works next to the PyPI requirements, installed

@@ -67,8 +67,8 @@ LIBRARIES = ()
 
 # The options of the nbd_disk_server module.
 # Declared only so that the vmware action group's module_defaults apply: VDDK checks the vCenter
-# certificate against the thumbprint whatever validate_certs says, and makes its own vSphere calls (the
-# collection's request_timeout and connection_retries are for pyVmomi's).
+# certificate against the thumbprint whatever validate_certs says, and makes its own connections
+# (no pyVmomi request to time out or retry).
 MODULE_DEFAULTS_ONLY = ('validate_certs', 'request_timeout', 'connection_retries')
 
 SERVER_SPEC = ArgumentSpec(dict(

@@ -35,17 +35,24 @@ def empty_state(vm_uuid=None):
     return {'version': STATE_VERSION, 'vm_uuid': vm_uuid, 'disks': {}}
 
 
-def load(path):
-    """Return the state in ``path``, or an empty state if the file does not exist."""
+def read_json(path, what='sync state file', error=SyncStateError):
+    """The JSON document in ``path``, or None if the file does not exist; ``error`` names the file otherwise."""
     try:
         with open(path) as handle:
-            state = json.load(handle)
+            return json.load(handle)
     except (IOError, OSError) as exc:
         if exc.errno == errno.ENOENT:
-            return empty_state()
-        raise SyncStateError('cannot read sync state file %s: %s' % (path, exc))
+            return None
+        raise error('cannot read %s %s: %s' % (what, path, exc))
     except ValueError as exc:
-        raise SyncStateError('sync state file %s is not valid JSON: %s' % (path, exc))
+        raise error('%s %s is not valid JSON: %s' % (what, path, exc))
+
+
+def load(path):
+    """Return the state in ``path``, or an empty state if the file does not exist."""
+    state = read_json(path)
+    if state is None:
+        return empty_state()
     if not isinstance(state, dict) or not isinstance(state.get('disks', {}), dict):
         raise SyncStateError('sync state file %s: expected a JSON object with a "disks" object' % path)
     state.setdefault('version', STATE_VERSION)
@@ -237,3 +244,18 @@ def write_atomic(path, data, what='sync state file'):
         except OSError:
             pass
         raise SyncStateError('cannot write %s %s: %s' % (what, path, exc))
+
+
+def describe(path):
+    """What the state file says, read-only: ``exists``, the identity keys and the committed disks."""
+    state = load(path)
+    described = {'exists': os.path.exists(path), 'state_file': path}
+    for key in IDENTITY_KEYS:
+        described[key] = state.get(key)
+    described['disks'] = dict((str(key), {
+        'change_id': entry.get('change_id'),
+        'capacity_bytes': entry.get('capacity_bytes'),
+        'target': entry.get('target'),
+        'synced_at': entry.get('synced_at'),
+    }) for key, entry in state['disks'].items())
+    return described

@@ -156,12 +156,12 @@ options:
     default: true
   request_timeout:
     description:
-      - Accepted so that the C(vmware) action group's C(module_defaults) apply; not used (VDDK makes its own vSphere
-        calls).
+      - Accepted so that the C(vmware) action group's C(module_defaults) apply; not used. VDDK makes its own
+        connections to vCenter and the hosts; no pyVmomi request is sent here.
     type: int
   connection_retries:
     description:
-      - Accepted so that the C(vmware) action group's C(module_defaults) apply; not used.
+      - Accepted so that the C(vmware) action group's C(module_defaults) apply; not used (see O(request_timeout)).
     type: int
   proxy_host:
     description:

@@ -20,8 +20,10 @@ from ansible_collections.migratekit.migration.tests.integration.helpers import (
 
 ROLES = os.path.join(REPO_ROOT, 'roles')
 PUBLIC = ('full_sync', 'incremental_sync', 'cutover')
-CUTOVER_ONLY = {'migratekit_cutover_shutdown_timeout', 'migratekit_cutover_force', 'migratekit_cutover_mode'}
-FACTS = {'migratekit_sync_result', 'migratekit_cutover_result', 'migratekit_preflight_result'}
+CUTOVER_ONLY = {'migratekit_cutover_shutdown_timeout', 'migratekit_cutover_force', 'migratekit_cutover_mode',
+                'migratekit_cutover_presync'}
+FACTS = {'migratekit_sync_result', 'migratekit_cutover_result', 'migratekit_cycles',  # facts and set_stats data
+         'migratekit_preflight_result'}
 SECRETS = {'migratekit_vcenter_password', 'migratekit_vma_token'}
 TASK_KEYWORDS = {
     'name', 'when', 'loop', 'loop_control', 'register', 'delegate_to', 'changed_when', 'failed_when',

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ansible_collections.migratekit.migration.plugins.module_utils import cbt, cycle_lock, nbd_copy, nbdkit, power, vma
-from ansible_collections.migratekit.migration.plugins.module_utils import preflight, vsphere
+from ansible_collections.migratekit.migration.plugins.module_utils import preflight, sync_history, vsphere
 from ansible_collections.migratekit.migration.plugins.module_utils._argspec import Options
 from ansible_collections.migratekit.migration.plugins.module_utils._nbd_server import config as nbd_config
 from ansible_collections.migratekit.migration.plugins.module_utils._copy import job as copy_job
@@ -21,6 +21,8 @@ from ansible_collections.migratekit.migration.plugins.modules import (
     cycle_lock as cycle_lock_module,
     nbd_incremental_copy,
     nbd_disk_server,
+    sync_history as sync_history_module,
+    sync_state_info,
     vma_progress,
     vma_progress_info,
     vmware_cbt_snapshot,
@@ -50,6 +52,10 @@ MODULES = [
       preflight.check_vma] + CONNECT),
     (cycle_lock_module, cycle_lock.LOCK_SPEC, cycle_lock.cycle_lock_module,
      [cycle_lock.cycle_lock_module, cycle_lock.lock, cycle_lock.unlock, cycle_lock._subject]),
+    (sync_history_module, sync_history.HISTORY_SPEC, sync_history.sync_history_module,
+     [sync_history.sync_history_module]),
+    (sync_state_info, sync_history.INFO_SPEC, sync_history.sync_state_info_module,
+     [sync_history.sync_state_info_module]),
 ]
 IDS = [module.__name__.rsplit('.', 1)[1] for module, _spec, _entry, _files in MODULES]
 OPTIONS_METHODS = set(name for name in dir(Options) if not name.startswith('__'))
