@@ -366,7 +366,7 @@ disks:
 excluded_disks:
   description:
     - The disks O(exclude_disks) left out of the migration, with the reason; also reported as warnings.
-    - RV(excluded_disks[].kind) and RV(excluded_disks[].mode) say why a snapshot could not have frozen the disk
+    - Each item's C(kind) and C(mode) say why a snapshot could not have frozen the disk
       (V(independent), V(physical_rdm), V(multi_writer)); null for any other disk.
   returned: always
   type: list

@@ -147,7 +147,7 @@ def test_the_cycle_refuses_the_vm_naming_the_disk_and_the_ways_out(lab, cycle, m
     print(message)
     assert "disk 2001 ('Hard disk 2', [LocalDS_0] VM0/VM0_1.vmdk) %s" % mode in message
     assert 'exclude_disks' in message and 'migratekit_exclude_disks' in message and 'change its mode' in message
-    assert '2000' not in message.split('e.g.')[0].split(':', 1)[1].split('Either')[0].replace('2001', '')
+    assert '2000' not in message.split('e.g.', maxsplit=1)[0].split(':', 1)[1].split('Either')[0].replace('2001', '')
     assert cycle.untouched()
     # excluded, the disk is listed and the others are migrated
     result = cycle.present(exclude_disks=['Hard disk 2'])
