@@ -106,6 +106,7 @@ from ansible_collections.migratekit.migration.plugins.module_utils._copy.job imp
     run_copy,
 )
 from ansible_collections.migratekit.migration.plugins.module_utils._copy.plan import CopyPlan
+from ansible_collections.migratekit.migration.plugins.module_utils._copy.progress_file import Fanout, ProgressFile, Watchdog, mark_failed
 from ansible_collections.migratekit.migration.plugins.module_utils._copy.shared import SharedState
 from ansible_collections.migratekit.migration.plugins.module_utils._copy.worker import Worker
 from ansible_collections.migratekit.migration.plugins.module_utils._vma.options import REPORTING_SPEC
@@ -153,17 +154,38 @@ COPY_SPEC = REPORTING_SPEC.merge(ArgumentSpec(dict(
     progress_interval=dict(type='float', default=2.0),
     checkpoint_file=dict(type='path'),
     snapshot_moref=dict(type='str'),
+    progress_file=dict(type='path'),
+    watch_pid=dict(type='int'),
 ), mutually_exclusive=[('extents', 'extents_file')], required_by={'checkpoint_file': ['snapshot_moref']}))
 
 
 def copy_module(options, check_mode=False):
-    """The whole nbd_incremental_copy module (:data:`COPY_SPEC`): progress to the VMA when ``vma_url`` is set."""
-    factory = None
+    """The whole nbd_incremental_copy module (:data:`COPY_SPEC`): progress to the VMA when ``vma_url`` is set,
+    to ``progress_file`` when set."""
+    factories = []
     if options.vma_url:
         # imported here: a copy that does not report needs neither requests nor the client
         from ansible_collections.migratekit.migration.plugins.module_utils._vma.reporter import ProgressReporter
-        factory = progress_factory(ProgressReporter, options)
-    return run_copy(options, check_mode=check_mode, progress_factory=factory)
+        factories.append(progress_factory(ProgressReporter, options))
+    if options.progress_file:
+        factories.append(progress_file_factory(options))
+    factory = None
+    if len(factories) == 1:
+        factory = factories[0]
+    elif factories:
+        def factory(total_bytes, sync_type, disk_key):
+            return Fanout([make(total_bytes, sync_type, disk_key) for make in factories])
+    # from the start: a copy run in the background stops once the process running the cycle is gone
+    watchdog = Watchdog(options.watch_pid).start() if options.watch_pid else None
+    try:
+        return run_copy(options, check_mode=check_mode, progress_factory=factory)
+    except Exception as exc:
+        if options.progress_file:  # a copy refused before it started reporting ends its progress too
+            mark_failed(options.progress_file, str(exc))
+        raise
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
 
 
 def copy_disk(source, target, progress=None, progress_factory=None, check_mode=False,  # pylint: disable=redefined-outer-name
@@ -186,6 +208,15 @@ def progress_factory(reporter_class, options):
         return reporter_class(options['vma_url'], options['job_id'], disk_id, sync_type, total_bytes,
                               token=options['token'], validate_certs=options['validate_certs'],
                               interval=options['progress_interval'] or 2.0)
+    return factory
+
+
+def progress_file_factory(options):
+    """A ``progress_factory`` publishing progress in ``options['progress_file']`` (see ``_copy/progress_file.py``)."""
+    def factory(total_bytes, sync_type, disk_key):
+        disk = options['disk_id'] or ('disk-%s' % disk_key if disk_key is not None else options['source'])
+        return ProgressFile(options['progress_file'], disk, sync_type, total_bytes,
+                            interval=options['progress_interval'] or 2.0)
     return factory
 
 

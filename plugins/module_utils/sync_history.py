@@ -178,6 +178,7 @@ def normalize_record(record):
     if started is None or finished is None:
         raise SyncHistoryError('%s: started and finished are required' % where)
     snapshot_at = parse_time(record.get('snapshot_at'), where + ' snapshot_at')
+    discover_at = parse_time(record.get('discover_at'), where + ' discover_at')
     power_off_at = parse_time(record.get('power_off_at'), where + ' power_off_at')
     committed_at = parse_time(record.get('committed_at'), where + ' committed_at')
     disks = record.get('disks') or []
@@ -203,6 +204,7 @@ def normalize_record(record):
         'finished': format_time(finished),
         'duration': _seconds(finished, started),
         'snapshot_at': format_time(snapshot_at),
+        'discover_at': format_time(discover_at),
         'failed': failed,
         'message': str(record.get('message') or '')[:1000],
         'power_off_at': format_time(power_off_at),
@@ -313,13 +315,22 @@ def _disk_throughput(points):
 
 
 def _overhead(cycles):
-    """Median wall time of the last successful cycles less their copies (and shutdown)."""
+    """Median over the last successful cycles of what a cutover's downtime holds besides the shutdown and the copies.
+
+    That is the time from the snapshot request (``discover_at``) to the last
+    commit less the copies; a record without those times counts its whole
+    wall time less its copies and shutdown.
+    """
     values = []
     for cycle in cycles:
         if cycle.get('failed') or cycle.get('duration') is None:
             continue
         copies = sum(disk.get('duration') or 0 for disk in cycle.get('disks') or [] if disk.get('copied'))
-        values.append(max(0.0, cycle['duration'] - copies - (cycle.get('shutdown_seconds') or 0)))
+        span = _seconds(parse_time(cycle.get('committed_at')), parse_time(cycle.get('discover_at')))
+        if span is not None:
+            values.append(max(0.0, span - copies))
+        else:
+            values.append(max(0.0, cycle['duration'] - copies - (cycle.get('shutdown_seconds') or 0)))
     return _median(values[-OVERHEAD_WINDOW:])
 
 

@@ -183,6 +183,23 @@ options:
       - The managed object reference of the snapshot the source serves (for example V(snapshot-42)). Required
         with O(checkpoint_file), because a checkpoint is valid only for the frozen data it was taken on.
     type: str
+  progress_file:
+    description:
+      - "Publish the copy's progress in this file (JSON, replaced atomically every O(progress_interval) seconds and
+        once at the end): C(disk), C(sync_type), C(state) (V(running), V(done) or V(failed)), C(bytes_done),
+        C(total_bytes), C(percent), C(bytes_moved), C(rate_bps), C(eta_seconds), C(elapsed), C(updated),
+        C(message)."
+      - For a copy run as an async task, so that the play can show its progress while it runs (the sync roles
+        do). Its directory must exist. Best effort, like the VMA's updates (a file that cannot be written is a
+        warning).
+    type: path
+    version_added: 0.2.0
+  watch_pid:
+    description:
+      - The process running the cycle (the RV(migratekit.migration.cycle_lock#module:watch_pid) of the cycle's
+        lock). When it is gone the copy stops (as if killed; its checkpoint stays, so the next cycle resumes), so
+        that a copy run in the background never outlives the playbook that started it.
+    type: int
     version_added: 0.2.0
 notes:
   - Memory stays bounded by O(connections) x O(requests_in_flight) x O(request_size), whatever the

@@ -345,7 +345,7 @@ def test_report_page_draws_the_data_in_a_browser(report):
         charts = dom.find('svg', 'rate', data_vm=vm)
         assert len(charts) == 1
         wanted = [p['change_rate_bps'] for p in entry['series'][str(KEY)] if p['change_rate_bps'] is not None]
-        section = [e for e in dom.elements]
+        section = list(dom.elements)
         start = section.index(list(charts[0]))
         points = []
         for tag, attrs, _text in section[start + 1:]:

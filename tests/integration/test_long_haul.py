@@ -299,9 +299,9 @@ def test_a_cutover_never_resumes_from_a_snapshot_taken_while_the_vm_ran(env):
     assert 'VM1' in env.snapshots()
     # the guest goes on writing after that snapshot, until the cutover shuts it down
     late = env.lab.write('VM1', KEY, offset=MiB, length=64 * 1024, seed=51)
-    # without the presync (which would resume from that snapshot, the VM being on), the final cycle meets it
-    run = env.playbook('cutover.yml', limit='VM1', extra={'migratekit_cutover_shutdown_timeout': 30,
-                                                          'migratekit_cutover_presync': False})
+    # without the presync (which would resume the copy from that snapshot with the VM on, as any sync does)
+    run = env.playbook('cutover.yml', limit='VM1',
+                       extra={'migratekit_cutover_shutdown_timeout': 30, 'migratekit_cutover_presync': False})
     assert run.rc == 0 and run.failed_hosts() == [], run
     assert re.search(r'VM VM1: the snapshot snapshot-\d+ left over by an interrupted cycle is \d+ s old: replaced by '
                      r'a fresh one \(taken while the VM was poweredOn', run.out), run

@@ -29,7 +29,7 @@ TASK_KEYWORDS = {
     'name', 'when', 'loop', 'loop_control', 'register', 'delegate_to', 'changed_when', 'failed_when',
     'ignore_errors', 'vars', 'block', 'rescue', 'always', 'module_defaults', 'no_log', 'tags', 'notify',
     'become', 'environment', 'until', 'retries', 'delay', 'run_once', 'check_mode', 'diff', 'args',
-    'delegate_facts', 'any_errors_fatal', 'timeout', 'throttle',
+    'delegate_facts', 'any_errors_fatal', 'timeout', 'throttle', 'async', 'poll',
 }
 
 
@@ -124,7 +124,7 @@ def test_tasks_use_fqcn_and_main_only_includes():
 
 
 def test_playbooks_syntax():
-    for name in ('full_sync.yml', 'incremental_sync.yml', 'cutover.yml', 'demo.yml'):
+    for name in ('full_sync.yml', 'incremental_sync.yml', 'cutover.yml', 'report.yml', 'demo.yml'):
         path = os.path.join(REPO_ROOT, 'playbooks', name)
         if not os.path.exists(path):
             pytest.fail('missing playbook %s' % name)

@@ -165,8 +165,8 @@ def test_prediction_before_any_cycle_uses_the_defaults():
     prediction = sync_history.predict({'disks': {}}, [], now=at(0))
     assert prediction['predicted_cutover_seconds'] == 90 and prediction['ready'] is None
     assert (prediction['shutdown_source'], prediction['overhead_source']) == ('default', 'default')
-    prediction = sync_history.predict({'disks': {}}, [], now=at(0), defaults={'shutdown_seconds': 5,
-                                                                             'overhead_seconds': 1})
+    prediction = sync_history.predict({'disks': {}}, [], now=at(0),
+                                      defaults={'shutdown_seconds': 5, 'overhead_seconds': 1})
     assert prediction['predicted_cutover_seconds'] == 6
 
 
@@ -231,3 +231,12 @@ def test_disk_times_follow_the_copies_from_copy_started():
         disk(2000, MiB, seconds=2.5), disk(2001, 0, seconds=0, copied=False), disk(2002, MiB, seconds=1)]))
     times = [(d['key'], d['started'], d['finished']) for d in rec['disks']]
     assert times == [(2000, at(3), at(5.5)), (2001, None, None), (2002, at(5.5), at(6.5))]
+
+
+def test_the_overhead_runs_from_the_snapshot_request_to_the_last_commit():
+    """What a cutover's downtime holds besides the shutdown and the copies: not the lock, reports, cleanup."""
+    cycles = [sync_history.normalize_record(record(i * 100, wall=20, discover_at=at(i * 100 + 5),
+                                                   committed_at=at(i * 100 + 5 + 3 + 2),
+                                                   disks=[disk(2000, MiB, seconds=2)])) for i in range(3)]
+    prediction = sync_history.predict({'disks': {'2000': {}}}, cycles, now=at(300))
+    assert prediction['overhead_seconds'] == pytest.approx(3.0)
