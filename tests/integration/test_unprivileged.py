@@ -30,7 +30,10 @@ SETPRIV = ['setpriv', '--reuid=%d' % NOBODY, '--regid=%d' % NOBODY, '--clear-gro
 
 
 def as_nobody(argv, home, extra=None, timeout=300):
-    env = ansible_env(dict(extra or {}, HOME=home))
+    # nobody's passwd home is /nonexistent, and Ansible takes the remote temporary directory of an async task
+    # (the background copy) from there, not from HOME: give it one, as a real user's home would
+    env = ansible_env(dict(extra or {}, HOME=home, ANSIBLE_REMOTE_TMP=os.path.join(home, '.ansible', 'tmp'),
+                           ANSIBLE_ASYNC_DIR=os.path.join(home, '.ansible_async')))
     env.pop('ANSIBLE_PYTHON_INTERPRETER', None)  # the lab's inventory names it
     return subprocess.run(SETPRIV + argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, timeout=timeout, check=False)
