@@ -267,7 +267,8 @@ def test_a_copy_killed_three_times_resumes_and_writes_each_byte_about_once(env, 
     env.assert_clean()
 
 
-@pytest.mark.parametrize('seconds', [1.5, 4.0, 7.0, 10.5, 14.0])
+# three kill points (early: snapshot/serve, mid-copy, late: flush/commit/cleanup) keep make test under 30 min
+@pytest.mark.parametrize('seconds', [1.5, 7.0, 14.0])
 def test_a_cycle_killed_at_any_point_never_commits_ahead_of_its_data(env, logged_target, seconds):
     server, _log = logged_target
     extra = vm2_extra(server)
