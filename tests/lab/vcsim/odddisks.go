@@ -120,10 +120,7 @@ func (l *lab) serveIncompatibleSnapshot(w http.ResponseWriter, r *http.Request, 
 	simulator.Map.Update(task, []types.PropertyChange{
 		{Name: "info.error", Val: types.LocalizedMethodFault{Fault: refused, LocalizedMessage: msg}},
 	})
-	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte(envelopeStart + `<CreateSnapshot_TaskResponse xmlns="urn:vim25"><returnval type="Task">` +
-		esc(task.Self.Value) + `</returnval></CreateSnapshot_TaskResponse>` + envelopeEnd))
+	writeTaskResponse(w, "CreateSnapshot_Task", task.Self)
 	return true
 }
 

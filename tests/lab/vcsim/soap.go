@@ -148,6 +148,14 @@ func writeFault(w http.ResponseWriter, e *qcdaError) {
 	_, _ = w.Write([]byte(body))
 }
 
+// writeTaskResponse answers a *_Task method the lab takes over: the task's moref.
+func writeTaskResponse(w http.ResponseWriter, method string, task types.ManagedObjectReference) {
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(envelopeStart + `<` + method + `Response xmlns="urn:vim25"><returnval type="Task">` +
+		esc(task.Value) + `</returnval></` + method + `Response>` + envelopeEnd))
+}
+
 func (l *lab) serveQCDA(w http.ResponseWriter, r *http.Request, inner http.Handler, req *types.QueryChangedDiskAreas) {
 	if !authenticated(r, inner) {
 		writeFault(w, &qcdaError{fault: "NotAuthenticated", msg: "The session is not authenticated."})
@@ -215,13 +223,7 @@ func (l *lab) serveConsolidate(w http.ResponseWriter, r *http.Request, inner htt
 		})
 		return nil, fault
 	})
-	ref := task.Run()
-	body := envelopeStart + `<ConsolidateVMDisks_TaskResponse xmlns="urn:vim25">` +
-		fmt.Sprintf(`<returnval type="Task">%s</returnval>`, esc(ref.Value)) +
-		`</ConsolidateVMDisks_TaskResponse>` + envelopeEnd
-	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte(body))
+	writeTaskResponse(w, "ConsolidateVMDisks_Task", task.Run())
 }
 
 // serveRevert answers VirtualMachineSnapshot.RevertToSnapshot_Task, whose
@@ -262,13 +264,7 @@ func (l *lab) serveRevert(w http.ResponseWriter, r *http.Request, inner http.Han
 		})
 		return nil, fault
 	})
-	ref := task.Run()
-	body := envelopeStart + `<RevertToSnapshot_TaskResponse xmlns="urn:vim25">` +
-		fmt.Sprintf(`<returnval type="Task">%s</returnval>`, esc(ref.Value)) +
-		`</RevertToSnapshot_TaskResponse>` + envelopeEnd
-	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte(body))
+	writeTaskResponse(w, "RevertToSnapshot_Task", task.Run())
 }
 
 // ---------------------------------------------------------------- syscalls
